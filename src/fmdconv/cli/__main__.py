@@ -1,0 +1,5 @@
+import sys
+
+from fmdconv.cli import main
+
+sys.exit(main())
