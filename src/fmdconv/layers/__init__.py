@@ -1,0 +1,44 @@
+"""Dynamic convolution layers: one core (:class:`DynamicConv2d`) and the four methods as presets."""
+
+from fmdconv.layers.dynamic_conv import (
+    ATTENTION_NAMES,
+    DynamicConv2d,
+    DynamicConvSpec,
+    set_attentions,
+    set_formulation,
+)
+from fmdconv.layers.factory import CONV_KINDS, conv_type, create_conv2d
+from fmdconv.layers.formulations import FORMULATIONS
+from fmdconv.layers.methods import CondConv2d, DyConv2d, FMDConv2d, ODConv2d
+from fmdconv.layers.temperature import (
+    ConstantTemperature,
+    LinearTemperature,
+    StepTemperature,
+    TemperatureScheduler,
+    dynamic_layers,
+    paper_schedules,
+    set_temperature,
+)
+
+__all__ = [
+    "ATTENTION_NAMES",
+    "CONV_KINDS",
+    "FORMULATIONS",
+    "CondConv2d",
+    "ConstantTemperature",
+    "DyConv2d",
+    "DynamicConv2d",
+    "DynamicConvSpec",
+    "FMDConv2d",
+    "LinearTemperature",
+    "ODConv2d",
+    "StepTemperature",
+    "TemperatureScheduler",
+    "conv_type",
+    "create_conv2d",
+    "dynamic_layers",
+    "paper_schedules",
+    "set_attentions",
+    "set_formulation",
+    "set_temperature",
+]

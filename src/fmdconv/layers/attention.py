@@ -1,0 +1,109 @@
+"""The attention paths of dynamic convolutions.
+
+All act on the globally average-pooled input, a (B, C_in) matrix, and return logits; the layer
+divides them by its temperatures and normalises them (see :mod:`fmdconv.layers.dynamic_conv`).
+The authors' code uses 1x1 convolutions on (B, C, 1, 1); these linear layers compute the same
+numbers and :mod:`fmdconv.compat` converts between the two weight layouts.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def init_attention_linear(layer: nn.Linear) -> None:
+    """Kaiming-normal (fan_out, relu) weight and zero bias, as in the ODConv/FMDConv code."""
+    nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+
+
+class GateTrunk(nn.Module):
+    """ODConv's shared trunk, FC -> BN -> ReLU, with one linear head per gate.
+
+    ``heads`` maps a head name (``input``, ``output``, ``spatial``, ``kernel``) to its size.
+    At batch size 1 in training mode, the batch statistics of a single pooled vector are undefined
+    (the variance is 0 and the normalised vector is all zeros), so the BatchNorm normalises with its
+    running statistics and leaves them unchanged for that step. The authors' code fails there.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        hidden: int,
+        heads: dict[str, int],
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.fc = nn.Linear(in_channels, hidden, bias=False, **factory)
+        self.bn = nn.BatchNorm1d(hidden, **factory)
+        self.heads = nn.ModuleDict({name: nn.Linear(hidden, size, **factory) for name, size in heads.items()})
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        init_attention_linear(self.fc)
+        self.bn.reset_parameters()
+        for head in self.heads.values():
+            init_attention_linear(head)
+
+    def forward(self, pooled: Tensor) -> dict[str, Tensor]:
+        hidden = self.fc(pooled)
+        if self.training and hidden.shape[0] == 1:
+            bn = self.bn
+            hidden = F.batch_norm(
+                hidden, bn.running_mean, bn.running_var, bn.weight, bn.bias, training=False, eps=bn.eps
+            )
+        else:
+            hidden = self.bn(hidden)
+        hidden = F.relu(hidden)
+        return {name: head(hidden) for name, head in self.heads.items()}
+
+
+class KernelMLP(nn.Module):
+    """DyConv's kernel-attention path, FC (no bias) -> ReLU -> FC; FMDConv's separate kernel path."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        hidden: int,
+        kernel_num: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.fc1 = nn.Linear(in_channels, hidden, bias=False, **factory)
+        self.fc2 = nn.Linear(hidden, kernel_num, **factory)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        init_attention_linear(self.fc1)
+        init_attention_linear(self.fc2)
+
+    def forward(self, pooled: Tensor) -> Tensor:
+        return self.fc2(F.relu(self.fc1(pooled)))
+
+
+class KernelRouting(nn.Module):
+    """CondConv's routing function: one FC from the pooled input to one logit per expert."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        kernel_num: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.fc = nn.Linear(in_channels, kernel_num, device=device, dtype=dtype)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        init_attention_linear(self.fc)
+
+    def forward(self, pooled: Tensor) -> Tensor:
+        return self.fc(pooled)

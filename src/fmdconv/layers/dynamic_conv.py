@@ -1,0 +1,345 @@
+"""One dynamic convolution mechanism; each method is a :class:`DynamicConvSpec` preset of it.
+
+A dynamic convolution computes, per sample b (SPEC section 1),
+
+    y_b = output_b * ( conv(input_b * x_b, sum_i kernel_b,i * (spatial_b * W_i)) + sum_i kernel_b,i * bias_i )
+
+where the attentions come from the pooled input through up to two paths: a gate trunk
+(FC -> BN -> ReLU, then one head per gate; ODConv) and a kernel path (an MLP as in DyConv, or
+CondConv's single routing FC). Sigmoid gates are divided by the gate temperature, the kernel
+logits by the kernel temperature; both are buffers, so they travel with ``state_dict()``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fmdconv.layers.attention import GateTrunk, KernelMLP, KernelRouting
+from fmdconv.layers.formulations import CONVOLUTIONS, FORMULATIONS, ConvGeometry, choose_formulation
+from fmdconv.layers.helpers import PADDING_MODES, IntPair, PaddingArg, resolve_padding, to_pair
+
+ATTENTION_NAMES = ("input", "output", "spatial", "kernel")
+
+
+@dataclass(frozen=True)
+class DynamicConvSpec:
+    """Which attentions a method has, where they come from and how they are normalised.
+
+    Attributes:
+        gates: sigmoid attentions computed by the shared gate trunk, among ``input`` (C_in),
+            ``output`` (C_out) and ``spatial`` (kh x kw); each is divided by the gate temperature.
+        kernel_source: where the kernel attention (B, n) comes from: ``"trunk"`` (a head of the gate
+            trunk, ODConv), ``"mlp"`` (a separate FC-ReLU-FC path, DyConv and FMDConv) or
+            ``"routing"`` (a single FC, CondConv).
+        kernel_activation: ``"softmax"`` (divided by the kernel temperature) or ``"sigmoid"``
+            (CondConv's independent routing weights, no temperature).
+        bias: whether the layer has per-kernel biases when the user does not say.
+        gate_temperature, kernel_temperature: initial values, which are also where the papers'
+            schedules start (SPEC section 2).
+    """
+
+    gates: tuple[str, ...]
+    kernel_source: Literal["trunk", "mlp", "routing"]
+    kernel_activation: Literal["softmax", "sigmoid"] = "softmax"
+    bias: bool = True
+    gate_temperature: float | None = None
+    kernel_temperature: float | None = None
+
+    @property
+    def has_trunk(self) -> bool:
+        return bool(self.gates) or self.kernel_source == "trunk"
+
+
+class DynamicConv2d(nn.Module):
+    """Base class of the dynamic convolutions; a drop-in replacement for :class:`torch.nn.Conv2d`.
+
+    Subclasses set :attr:`spec`. Constructor arguments are nn.Conv2d's, followed by the method's
+    options, each ``None`` meaning the paper's default; an option that the method has no use for
+    (e.g. ``reduction`` for DyConv, which has no gate trunk) raises a ``ValueError``.
+
+    Args:
+        kernel_num: number of static kernels n (``K`` / experts in the papers).
+        reduction: gate-trunk width as a fraction of ``in_channels`` (default 1/16) ...
+        min_channels: ... but at least this many channels (default 16).
+        hidden_ratio: width of the kernel MLP as a fraction of ``in_channels`` (default 0.25, plus 1;
+            ``kernel_num`` when ``in_channels`` is 3, as in the DyConv code).
+        gate_temperature, kernel_temperature: initial temperatures (defaults: the spec's).
+
+    Attributes:
+        weight: the n static kernels, (n, C_out, C_in/groups, kh, kw).
+        bias: per-kernel biases (n, C_out), or None.
+        formulation: ``"auto"`` (the cheapest exact one per call) or one of ``"grouped"``,
+            ``"mixed"``, ``"matmul"`` (see :mod:`fmdconv.layers.formulations`).
+        disabled_attentions: attentions switched off for ablations; each then counts as 1.
+    """
+
+    spec: ClassVar[DynamicConvSpec]
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntPair,
+        stride: IntPair = 1,
+        padding: PaddingArg = 0,
+        dilation: IntPair = 1,
+        groups: int = 1,
+        bias: bool | None = None,
+        padding_mode: str = "zeros",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        kernel_num: int = 4,
+        reduction: float | None = None,
+        min_channels: int | None = None,
+        hidden_ratio: float | None = None,
+        gate_temperature: float | None = None,
+        kernel_temperature: float | None = None,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        spec = self.spec
+        for arg, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}: {arg} must be a positive int, got {value!r}")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(
+                f"{name}: groups={groups} must divide in_channels={in_channels} "
+                f"and out_channels={out_channels}"
+            )
+        if not isinstance(kernel_num, int) or isinstance(kernel_num, bool) or kernel_num < 1:
+            raise ValueError(f"{name}: kernel_num must be an int >= 1, got {kernel_num!r}")
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(f"{name}: padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+        self._reject_unused_options(
+            reduction=(reduction, spec.has_trunk),
+            min_channels=(min_channels, spec.has_trunk),
+            hidden_ratio=(hidden_ratio, spec.kernel_source == "mlp"),
+            gate_temperature=(gate_temperature, spec.gate_temperature is not None),
+            kernel_temperature=(kernel_temperature, spec.kernel_temperature is not None),
+        )
+        reduction = 1 / 16 if reduction is None else reduction
+        min_channels = 16 if min_channels is None else min_channels
+        hidden_ratio = 0.25 if hidden_ratio is None else hidden_ratio
+        if not 0 < reduction <= 1:
+            raise ValueError(f"{name}: reduction must be in (0, 1], got {reduction!r}")
+        if not isinstance(min_channels, int) or min_channels < 1:
+            raise ValueError(f"{name}: min_channels must be an int >= 1, got {min_channels!r}")
+        if not 0 < hidden_ratio <= 1:
+            raise ValueError(f"{name}: hidden_ratio must be in (0, 1], got {hidden_ratio!r}")
+
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = to_pair(kernel_size, "kernel_size")
+        self.stride = to_pair(stride, "stride")
+        self.dilation = to_pair(dilation, "dilation")
+        self.padding, explicit_padding = resolve_padding(
+            padding, self.kernel_size, self.stride, self.dilation
+        )
+        self.groups = groups
+        self.padding_mode = padding_mode
+        self.kernel_num = kernel_num
+        self.formulation = "auto"
+        self.disabled_attentions: set[str] = set()
+        self._geometry = self._make_geometry(explicit_padding)
+
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(
+            torch.empty(kernel_num, out_channels, in_channels // groups, *self.kernel_size, **factory)
+        )
+        use_bias = spec.bias if bias is None else bias
+        self.bias = nn.Parameter(torch.empty(kernel_num, out_channels, **factory)) if use_bias else None
+
+        heads = self._gate_heads(kernel_num)
+        trunk_width = max(int(in_channels * reduction), min_channels)
+        self.gate = GateTrunk(in_channels, trunk_width, heads, **factory) if heads else None
+        self.kernel_path: nn.Module | None = None
+        if self._has_kernel_attention(kernel_num) and spec.kernel_source == "mlp":
+            hidden = kernel_num if in_channels == 3 else int(in_channels * hidden_ratio) + 1
+            self.kernel_path = KernelMLP(in_channels, hidden, kernel_num, **factory)
+        elif self._has_kernel_attention(kernel_num) and spec.kernel_source == "routing":
+            self.kernel_path = KernelRouting(in_channels, kernel_num, **factory)
+
+        for buffer_name, default, value in (
+            ("gate_temperature", spec.gate_temperature, gate_temperature),
+            ("kernel_temperature", spec.kernel_temperature, kernel_temperature),
+        ):
+            if default is not None:
+                value = default if value is None else value
+                if not value > 0:
+                    raise ValueError(f"{name}: {buffer_name} must be > 0, got {value!r}")
+                self.register_buffer(buffer_name, torch.tensor(float(value), **factory))
+        self.reset_parameters()
+
+    def _reject_unused_options(self, **options: tuple[Any, bool]) -> None:
+        for option, (value, applies) in options.items():
+            if value is not None and not applies:
+                raise ValueError(f"{type(self).__name__} has no use for {option} (got {value!r})")
+
+    def _make_geometry(self, explicit_padding: tuple[int, int, int, int]) -> ConvGeometry:
+        left, right, top, bottom = explicit_padding
+        symmetric = left == right and top == bottom
+        if symmetric and self.padding_mode == "zeros":
+            return ConvGeometry(
+                self.kernel_size, self.stride, (top, left), self.dilation, self.groups, None, "constant"
+            )
+        mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+        return ConvGeometry(
+            self.kernel_size, self.stride, (0, 0), self.dilation, self.groups, explicit_padding, mode
+        )
+
+    def _has_kernel_attention(self, kernel_num: int) -> bool:
+        # A softmax over one kernel is constantly 1: that head is skipped. CondConv's sigmoid
+        # routing still scales a single kernel.
+        return kernel_num > 1 or self.spec.kernel_activation == "sigmoid"
+
+    def _gate_heads(self, kernel_num: int) -> dict[str, int]:
+        spec = self.spec
+        depthwise = self.in_channels == self.out_channels == self.groups
+        sizes = {
+            "input": self.in_channels,
+            "output": None if depthwise else self.out_channels,
+            "spatial": None if self.kernel_size == (1, 1) else self.kernel_size[0] * self.kernel_size[1],
+        }
+        heads = {gate: sizes[gate] for gate in spec.gates if sizes[gate] is not None}
+        if spec.kernel_source == "trunk" and self._has_kernel_attention(kernel_num):
+            heads["kernel"] = kernel_num
+        return heads
+
+    def reset_parameters(self) -> None:
+        """Kaiming-normal (fan_out, relu) kernels, zero biases, and fresh attention paths."""
+        for kernel in self.weight.data:
+            nn.init.kaiming_normal_(kernel, mode="fan_out", nonlinearity="relu")
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+        for path in (self.gate, self.kernel_path):
+            if path is not None:
+                path.reset_parameters()
+
+    @property
+    def available_attentions(self) -> tuple[str, ...]:
+        """The attentions this layer computes (before any ablation)."""
+        names = set(self.gate.heads) if self.gate is not None else set()
+        if self.kernel_path is not None:
+            names.add("kernel")
+        return tuple(n for n in ATTENTION_NAMES if n in names)
+
+    def set_temperature(self, gate: float | None = None, kernel: float | None = None) -> None:
+        """Set the temperatures this layer has; None leaves a value unchanged."""
+        for buffer_name, value in (("gate_temperature", gate), ("kernel_temperature", kernel)):
+            if value is None or not hasattr(self, buffer_name):
+                continue
+            if not value > 0:
+                raise ValueError(f"{buffer_name} must be > 0, got {value!r}")
+            getattr(self, buffer_name).fill_(float(value))
+
+    def _check_input(self, x: Tensor) -> None:
+        if x.dim() != 4:
+            raise ValueError(
+                f"{type(self).__name__}: expected a 4-D input (B, C, H, W) or a 3-D one (C, H, W), "
+                f"got shape {tuple(x.shape)}"
+            )
+        if x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"{type(self).__name__}: expected an input with in_channels={self.in_channels} channels, "
+                f"got {x.shape[1]} (shape {tuple(x.shape)})"
+            )
+
+    def _attentions(self, x: Tensor) -> dict[str, Tensor]:
+        pooled = x.mean((2, 3))
+        attentions: dict[str, Tensor] = {}
+        kernel_logits = None
+        if self.gate is not None:
+            for name, logits in self.gate(pooled).items():
+                if name == "kernel":
+                    kernel_logits = logits
+                else:
+                    attentions[name] = torch.sigmoid(logits / self.gate_temperature)
+        if self.kernel_path is not None:
+            kernel_logits = self.kernel_path(pooled)
+        if kernel_logits is not None:
+            if self.spec.kernel_activation == "softmax":
+                attentions["kernel"] = F.softmax(kernel_logits / self.kernel_temperature, dim=1)
+            else:
+                attentions["kernel"] = torch.sigmoid(kernel_logits)
+        if "spatial" in attentions:
+            attentions["spatial"] = attentions["spatial"].view(-1, *self.kernel_size)
+        for name in self.disabled_attentions:
+            attentions.pop(name, None)
+        return attentions
+
+    def attentions(self, x: Tensor) -> dict[str, Tensor]:
+        """The attentions for input ``x``: a dict with only those this layer has (and has enabled).
+
+        Keys: ``input`` (B, C_in), ``output`` (B, C_out), ``spatial`` (B, kh, kw), ``kernel`` (B, n).
+        """
+        unbatched = x.dim() == 3
+        x = x.unsqueeze(0) if unbatched else x
+        self._check_input(x)
+        attentions = self._attentions(x)
+        return {k: v[0] for k, v in attentions.items()} if unbatched else attentions
+
+    def forward(self, x: Tensor) -> Tensor:
+        unbatched = x.dim() == 3
+        if unbatched:
+            x = x.unsqueeze(0)
+        self._check_input(x)
+        attentions = self._attentions(x)
+        formulation = self.formulation
+        if formulation == "auto":
+            formulation = choose_formulation(attentions, self.kernel_num, self._geometry, x.shape)
+        y = CONVOLUTIONS[formulation](x, self.weight, self.bias, attentions, self._geometry)
+        return y[0] if unbatched else y
+
+    def extra_repr(self) -> str:
+        text = (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"kernel_num={self.kernel_num}"
+        )
+        if self.padding not in ((0, 0), "valid"):
+            text += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            text += f", dilation={self.dilation}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        if self.bias is None:
+            text += ", bias=False"
+        if self.padding_mode != "zeros":
+            text += f", padding_mode={self.padding_mode!r}"
+        return text
+
+
+def set_formulation(model: nn.Module, formulation: str) -> int:
+    """Force one formulation (or ``"auto"``) on every dynamic layer of ``model``; returns their count."""
+    if formulation not in FORMULATIONS:
+        raise ValueError(f"formulation must be one of {FORMULATIONS}, got {formulation!r}")
+    layers = [m for m in model.modules() if isinstance(m, DynamicConv2d)]
+    for layer in layers:
+        if formulation == "mixed" and "spatial" in layer.available_attentions:
+            raise ValueError(
+                f"formulation='mixed' is not exact for {type(layer).__name__} (spatial attention)"
+            )
+        layer.formulation = formulation
+    return len(layers)
+
+
+def set_attentions(model: nn.Module, **enabled: bool) -> int:
+    """Switch attentions on (True) or off (False) in every dynamic layer, for ablations.
+
+    Keywords: ``input``, ``output``, ``spatial``, ``kernel``. A disabled attention counts as 1 in the
+    layer's formula: for a softmax kernel attention that means the plain sum of the n kernels.
+    Returns the number of dynamic layers changed.
+    """
+    unknown = set(enabled) - set(ATTENTION_NAMES)
+    if unknown:
+        raise ValueError(f"unknown attention(s) {sorted(unknown)}; accepted: {ATTENTION_NAMES}")
+    layers = [m for m in model.modules() if isinstance(m, DynamicConv2d)]
+    for layer in layers:
+        for name, on in enabled.items():
+            (layer.disabled_attentions.discard if on else layer.disabled_attentions.add)(name)
+    return len(layers)

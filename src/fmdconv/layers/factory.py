@@ -1,0 +1,58 @@
+"""Build any convolution of the family by name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from fmdconv.layers.dynamic_conv import DynamicConv2d
+from fmdconv.layers.methods import CondConv2d, DyConv2d, FMDConv2d, ODConv2d
+
+CONV_TYPES: dict[str, type[nn.Module]] = {
+    "static": nn.Conv2d,
+    "cond": CondConv2d,
+    "dy": DyConv2d,
+    "od": ODConv2d,
+    "fmd": FMDConv2d,
+}
+CONV_KINDS: tuple[str, ...] = tuple(CONV_TYPES)
+
+
+def conv_type(kind: str) -> type[nn.Module]:
+    """The class for ``kind``; a ValueError lists the accepted kinds."""
+    try:
+        return CONV_TYPES[kind]
+    except KeyError:
+        raise ValueError(f"unknown conv kind {kind!r}; accepted: {', '.join(CONV_KINDS)}") from None
+
+
+def create_conv2d(
+    kind: str,
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int | tuple[int, int],
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] | str = 0,
+    dilation: int | tuple[int, int] = 1,
+    groups: int = 1,
+    bias: bool | None = None,
+    padding_mode: str = "zeros",
+    device: Any = None,
+    dtype: Any = None,
+    **options: Any,
+) -> nn.Module:
+    """Build a convolution of ``kind`` (``static``, ``cond``, ``dy``, ``od``, ``fmd``).
+
+    The arguments are nn.Conv2d's; ``bias=None`` takes the method's default (True for ``static``).
+    ``options`` are the dynamic layers' keyword options (``kernel_num``, ``reduction``, ...); a
+    static convolution takes none.
+    """
+    cls = conv_type(kind)
+    args = (in_channels, out_channels, kernel_size, stride, padding, dilation, groups)
+    common = {"padding_mode": padding_mode, "device": device, "dtype": dtype}
+    if not issubclass(cls, DynamicConv2d):
+        if options:
+            raise ValueError(f"a static convolution takes no dynamic options, got {sorted(options)}")
+        return cls(*args, bias=True if bias is None else bias, **common)
+    return cls(*args, bias=bias, **common, **options)

@@ -1,0 +1,265 @@
+"""Exact ways to compute a dynamic convolution, and the rule that picks one per call.
+
+Every formulation computes, for each sample b,
+
+    y_b = output_b * ( conv(input_b * x_b, sum_i kernel_b,i * (spatial_b * W_i)) + sum_i kernel_b,i * bias_i )
+
+from the same attentions; a missing attention counts as 1. They differ only in cost:
+
+``grouped``
+    Build each sample's kernel and run one convolution with the batch folded into the groups.
+    Cheap where feature maps are large; with a kernel that does not vary per sample (or batch 1)
+    it is a single plain convolution.
+``mixed``
+    Convolve with all n static kernels at once, then mix the n outputs per sample. Exact only
+    without spatial attention (CondConv, DyConv, FMDConv); wins in deep layers where kernels are
+    large and maps small (SPEC section 5: 6x faster than ``grouped`` at 512 channels, 4x4).
+``matmul``
+    im2col (``F.unfold``) and a batched matrix product with the per-sample kernels; a plain
+    reshape for 1x1 kernels. Does not tie any graph constant to the batch size, so it is the
+    export path for layers with spatial attention.
+
+Channel attentions are folded into the per-sample kernel when that touches less memory than
+scaling the feature map, and applied to the feature map otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+Formulation = Literal["grouped", "mixed", "matmul"]
+FORMULATIONS: tuple[str, ...] = ("auto", "grouped", "mixed", "matmul")
+
+# Cost model, in units of one multiply-accumulate of a static convolution (2-core CPU, SPEC section 5):
+# writing one element of a per-sample kernel costs about this many MACs per mixed kernel ...
+KERNEL_MIX_COST_PER_KERNEL = 60
+# ... and a batch-folded grouped convolution pays this many extra MACs per kernel element, which
+# dominates when the output map is small.
+GROUPED_OVERHEAD = 200
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Static convolution arguments; ``pre_pad`` is set when padding must be applied with ``F.pad``."""
+
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    groups: int
+    pre_pad: tuple[int, int, int, int] | None
+    pad_mode: str
+
+    def pad(self, x: Tensor) -> Tensor:
+        return x if self.pre_pad is None else F.pad(x, self.pre_pad, mode=self.pad_mode)
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """Spatial size of the output for an unpadded input of size (height, width)."""
+        left, right, top, bottom = self.pre_pad or (0, 0, 0, 0)
+        return (
+            (height + top + bottom + 2 * self.padding[0] - self.dilation[0] * (self.kernel_size[0] - 1) - 1)
+            // self.stride[0]
+            + 1,
+            (width + left + right + 2 * self.padding[1] - self.dilation[1] * (self.kernel_size[1] - 1) - 1)
+            // self.stride[1]
+            + 1,
+        )
+
+
+def is_exporting() -> bool:
+    """True while tracing for ONNX/TorchScript or exporting with torch.export."""
+    exporting = getattr(torch.compiler, "is_exporting", None)
+    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or (exporting is not None and exporting())
+
+
+def choose_formulation(
+    attentions: dict[str, Tensor],
+    kernel_num: int,
+    geometry: ConvGeometry,
+    input_shape: torch.Size,
+) -> Formulation:
+    """The cheapest exact formulation for this call (see the module docstring)."""
+    varies_per_sample = "kernel" in attentions or "spatial" in attentions
+    mixable = "spatial" not in attentions
+    if is_exporting():
+        return "mixed" if mixable else "matmul"
+    if not varies_per_sample or input_shape[0] == 1:
+        return "grouped"
+    out_h, out_w = geometry.output_size(input_shape[-2], input_shape[-1])
+    out_pixels = out_h * out_w
+    # Per kernel element and sample: mixed pays n convolutions over the map; grouped pays one,
+    # plus building the kernel and the grouped-convolution overhead.
+    if mixable and (kernel_num - 1) * out_pixels < GROUPED_OVERHEAD + KERNEL_MIX_COST_PER_KERNEL * kernel_num:
+        return "mixed"
+    if geometry.kernel_size == (1, 1):
+        return "matmul"
+    return "grouped"
+
+
+def _scale_channels(x: Tensor, scale: Tensor | None) -> Tensor:
+    return x if scale is None else x * scale[:, :, None, None]
+
+
+def _mixed_bias(bias: Tensor | None, kernel: Tensor | None) -> Tensor | None:
+    """Per-sample bias sum_i kernel_i * bias_i: (B, C_out), or (C_out,) with no kernel attention."""
+    if bias is None:
+        return None
+    return bias.sum(0) if kernel is None else kernel @ bias
+
+
+def _finish(y: Tensor, bias: Tensor | None, output: Tensor | None) -> Tensor:
+    """Add the (per-sample) bias, then apply the output attention."""
+    if bias is not None:
+        y = y + (bias[:, :, None, None] if bias.dim() == 2 else bias[:, None, None])
+    return _scale_channels(y, output)
+
+
+def _per_sample_kernel(
+    weight: Tensor,
+    attentions: dict[str, Tensor],
+    groups: int,
+    fold_input: bool,
+    fold_output: bool,
+) -> Tensor:
+    """sum_i kernel_b,i * (spatial_b * W_i), with the channel attentions optionally folded in.
+
+    Returns (B, C_out, C_in/g, kh, kw), or (C_out, C_in/g, kh, kw) when nothing varies per sample.
+    """
+    kernel, spatial = attentions.get("kernel"), attentions.get("spatial")
+    n, out_channels = weight.shape[:2]
+    if kernel is None:
+        mixed = weight.sum(0) if n > 1 else weight[0]
+    else:
+        mixed = (kernel @ weight.flatten(1)).view(kernel.shape[0], *weight.shape[1:])
+    if spatial is not None:
+        mixed = mixed * spatial[:, None, None]
+    if fold_output:
+        mixed = mixed * attentions["output"][:, :, None, None, None]
+    if fold_input:
+        scale = attentions["input"]
+        batch = scale.shape[0]
+        in_per_group = weight.shape[2]
+        shaped = mixed.view(
+            -1, groups, out_channels // groups, in_per_group, mixed.shape[-2] * mixed.shape[-1]
+        )
+        mixed = (shaped * scale.view(batch, groups, 1, in_per_group, 1)).view(batch, *weight.shape[1:])
+    return mixed
+
+
+def _fold_choices(
+    attentions: dict[str, Tensor], weight: Tensor, x: Tensor, geometry: ConvGeometry, per_sample: bool
+) -> tuple[bool, bool]:
+    """Fold a channel attention into the kernel when the kernel is smaller than the map it would scale."""
+    if not per_sample:
+        return False, False
+    kernel_elements = weight[0].numel()
+    out_h, out_w = geometry.output_size(x.shape[-2], x.shape[-1])
+    fold_input = "input" in attentions and kernel_elements < x.shape[1] * x.shape[-2] * x.shape[-1]
+    fold_output = "output" in attentions and kernel_elements < weight.shape[1] * out_h * out_w
+    return fold_input, fold_output
+
+
+def _output_and_bias(
+    attentions: dict[str, Tensor], bias: Tensor | None, fold_output: bool
+) -> tuple[Tensor | None, Tensor | None]:
+    """The bias to add and the output attention still to apply after the convolution."""
+    output = attentions.get("output")
+    mixed_bias = _mixed_bias(bias, attentions.get("kernel"))
+    if fold_output:
+        if mixed_bias is not None:
+            mixed_bias = mixed_bias * output
+        output = None
+    return mixed_bias, output
+
+
+def conv_grouped(
+    x: Tensor, weight: Tensor, bias: Tensor | None, attentions: dict[str, Tensor], geometry: ConvGeometry
+) -> Tensor:
+    """Per-sample kernels, the batch folded into the groups of one convolution."""
+    per_sample = "kernel" in attentions or "spatial" in attentions or x.shape[0] == 1
+    fold_input, fold_output = _fold_choices(attentions, weight, x, geometry, per_sample)
+    kernel = _per_sample_kernel(weight, attentions, geometry.groups, fold_input, fold_output)
+    if not fold_input:
+        x = _scale_channels(x, attentions.get("input"))
+    x = geometry.pad(x)
+    g = geometry
+    if kernel.dim() == 4:
+        y = F.conv2d(x, kernel, None, g.stride, g.padding, g.dilation, g.groups)
+    else:
+        batch = x.shape[0]
+        y = F.conv2d(
+            x.reshape(1, -1, *x.shape[-2:]),
+            kernel.reshape(-1, *kernel.shape[2:]),
+            None,
+            g.stride,
+            g.padding,
+            g.dilation,
+            g.groups * batch,
+        )
+        y = y.view(batch, -1, *y.shape[-2:])
+    mixed_bias, output = _output_and_bias(attentions, bias, fold_output)
+    return _finish(y, mixed_bias, output)
+
+
+def conv_mixed(
+    x: Tensor, weight: Tensor, bias: Tensor | None, attentions: dict[str, Tensor], geometry: ConvGeometry
+) -> Tensor:
+    """All n kernels as one static convolution, then a per-sample mix of the n outputs."""
+    if "spatial" in attentions:
+        raise ValueError("formulation='mixed' is exact only without spatial attention (not for ODConv)")
+    n, out_channels = weight.shape[:2]
+    g = geometry
+    groups = g.groups
+    x = g.pad(_scale_channels(x, attentions.get("input")))
+    kernel, output = attentions.get("kernel"), attentions.get("output")
+    if n == 1 or kernel is None:
+        y = F.conv2d(x, weight.sum(0) if n > 1 else weight[0], None, g.stride, g.padding, g.dilation, groups)
+        if kernel is not None:
+            y = y * kernel.view(-1, 1, 1, 1)
+        return _finish(y, _mixed_bias(bias, kernel), output)
+    # Output channels ordered (group, kernel, channel-in-group) so each group sees only its inputs.
+    stacked = weight.view(n, groups, out_channels // groups, *weight.shape[2:]).transpose(0, 1)
+    y_all = F.conv2d(x, stacked.reshape(-1, *weight.shape[2:]), None, g.stride, g.padding, g.dilation, groups)
+    batch, _, out_h, out_w = y_all.shape
+    y_all = y_all.view(batch, groups, n, out_channels // groups, out_h * out_w)
+    coefficients = kernel.view(batch, 1, n, 1).expand(batch, groups, n, out_channels // groups)
+    if output is not None:
+        coefficients = coefficients * output.view(batch, groups, 1, out_channels // groups)
+    y = (y_all * coefficients.unsqueeze(-1)).sum(2).view(batch, out_channels, out_h, out_w)
+    mixed_bias = _mixed_bias(bias, kernel)
+    if mixed_bias is not None and output is not None:
+        mixed_bias = mixed_bias * output
+    return _finish(y, mixed_bias, None)
+
+
+def conv_matmul(
+    x: Tensor, weight: Tensor, bias: Tensor | None, attentions: dict[str, Tensor], geometry: ConvGeometry
+) -> Tensor:
+    """im2col and a batched matrix product with the per-sample kernels."""
+    per_sample = "kernel" in attentions or "spatial" in attentions
+    fold_input, fold_output = _fold_choices(attentions, weight, x, geometry, per_sample)
+    kernel = _per_sample_kernel(weight, attentions, geometry.groups, fold_input, fold_output)
+    if not fold_input:
+        x = _scale_channels(x, attentions.get("input"))
+    g = geometry
+    batch = x.shape[0]
+    out_h, out_w = g.output_size(x.shape[-2], x.shape[-1])
+    x = g.pad(x)
+    if g.kernel_size == (1, 1) and g.padding == (0, 0):
+        columns = x[:, :, :: g.stride[0], :: g.stride[1]].flatten(2)
+    else:
+        columns = F.unfold(x, g.kernel_size, g.dilation, g.padding, g.stride)
+    columns = columns.view(batch, g.groups, -1, out_h * out_w)
+    out_channels = weight.shape[1]
+    kernel = kernel.reshape(-1, g.groups, out_channels // g.groups, columns.shape[2])
+    y = (kernel @ columns).view(batch, out_channels, out_h, out_w)
+    mixed_bias, output = _output_and_bias(attentions, bias, fold_output)
+    return _finish(y, mixed_bias, output)
+
+
+CONVOLUTIONS = {"grouped": conv_grouped, "mixed": conv_mixed, "matmul": conv_matmul}

@@ -1,0 +1,52 @@
+"""Argument normalisation shared by the layers (nn.Conv2d's conventions)."""
+
+from __future__ import annotations
+
+from typing import TypeAlias
+
+IntPair: TypeAlias = int | tuple[int, int]
+PaddingArg: TypeAlias = int | tuple[int, int] | str
+
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+PADDING_STRINGS = ("same", "valid")
+
+
+def to_pair(value: IntPair, name: str, minimum: int = 1) -> tuple[int, int]:
+    """Return ``value`` as a pair of ints, checking each is at least ``minimum``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        pair = (value, value)
+    elif isinstance(value, tuple | list) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        pair = (int(value[0]), int(value[1]))
+    else:
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if min(pair) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return pair
+
+
+def resolve_padding(
+    padding: PaddingArg,
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+) -> tuple[tuple[int, int] | str, tuple[int, int, int, int]]:
+    """Normalise ``padding`` as nn.Conv2d does.
+
+    Returns the attribute value (a pair, or the string ``'same'``/``'valid'``) and the explicit
+    amounts ``(left, right, top, bottom)`` that ``F.pad`` takes. ``'same'`` puts the odd pixel on the
+    right/bottom, as PyTorch does.
+    """
+    if isinstance(padding, str):
+        if padding not in PADDING_STRINGS:
+            raise ValueError(f"padding must be an int, a pair of ints, 'same' or 'valid', got {padding!r}")
+        if padding == "valid":
+            return padding, (0, 0, 0, 0)
+        if stride != (1, 1):
+            raise ValueError(f"padding='same' is not supported for strided convolutions (stride={stride})")
+        amounts = []
+        for k, d in ((kernel_size[1], dilation[1]), (kernel_size[0], dilation[0])):
+            total = d * (k - 1)
+            amounts += [total // 2, total - total // 2]
+        return padding, (amounts[0], amounts[1], amounts[2], amounts[3])
+    pair = to_pair(padding, "padding", minimum=0)
+    return pair, (pair[1], pair[1], pair[0], pair[0])
