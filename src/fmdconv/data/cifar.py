@@ -21,7 +21,8 @@ from torch import Tensor
 from fmdconv.data.errors import DatasetFormatError
 from fmdconv.data.locate import find_dataset_dir
 from fmdconv.data.splits import Split, check_split
-from fmdconv.data.tensor_dataset import TensorImageDataset, Transform, check_label_range
+from fmdconv.data.tensor_dataset import TensorImageDataset, check_label_range
+from fmdconv.data.transforms import Transform
 
 CIFAR_SIZE = 32
 CIFAR_CHANNELS = 3

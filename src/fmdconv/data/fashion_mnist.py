@@ -8,7 +8,8 @@ from fmdconv.data.errors import DatasetFormatError
 from fmdconv.data.idx import read_idx_ubyte
 from fmdconv.data.locate import find_dataset_dir
 from fmdconv.data.splits import Split, check_split
-from fmdconv.data.tensor_dataset import TensorImageDataset, Transform, check_label_range
+from fmdconv.data.tensor_dataset import TensorImageDataset, check_label_range
+from fmdconv.data.transforms import Transform
 
 DEFAULT_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_FILES: dict[Split, tuple[str, str]] = {

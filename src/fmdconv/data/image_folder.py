@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 from fmdconv.data.errors import DatasetFormatError
 from fmdconv.data.locate import find_dataset_dir
 from fmdconv.data.splits import Split, check_split
-from fmdconv.data.tensor_dataset import Transform
+from fmdconv.data.transforms import Transform
 
 IMAGE_EXTENSIONS = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"})
 SPLIT_FOLDERS: dict[Split, str] = {"train": "train", "test": "val"}

@@ -9,7 +9,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from fmdconv.data.splits import SPLITS, check_split
-from fmdconv.data.tensor_dataset import Transform
+from fmdconv.data.transforms import Transform
 
 PATTERN_GRID = 4  # each class pattern is a random PATTERN_GRID x PATTERN_GRID image, upsampled
 

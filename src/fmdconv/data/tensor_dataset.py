@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -10,8 +9,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from fmdconv.data.errors import DatasetFormatError
-
-Transform = Callable[[Tensor], Tensor]
+from fmdconv.data.transforms import Transform
 
 
 class TensorImageDataset(Dataset[tuple[Tensor, int]]):
