@@ -1,0 +1,61 @@
+"""Export and compilation: ONNX with a dynamic batch axis, and torch.compile."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from fmdconv import CondConv2d, DyConv2d, FMDConv2d, ODConv2d
+
+onnxruntime = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+METHODS = (CondConv2d, DyConv2d, ODConv2d, FMDConv2d)
+
+
+def small_net(method: type) -> nn.Module:
+    return nn.Sequential(
+        method(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        method(8, 8, 3, stride=2, padding=1, groups=2),
+        method(8, 16, 1),
+        nn.AdaptiveAvgPool2d(1),
+    ).eval()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_onnx_export_runs_at_another_batch_size(method):
+    model = small_net(method)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (torch.randn(2, 3, 12, 12),),
+            buffer,
+            dynamo=False,
+            input_names=["images"],
+            output_names=["features"],
+            dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
+        )
+    session = onnxruntime.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    for batch in (5, 1):
+        x = torch.randn(batch, 3, 12, 12)
+        (onnx_out,) = session.run(None, {"images": x.numpy()})
+        with torch.no_grad():
+            expected = model(x)
+        torch.testing.assert_close(torch.from_numpy(onnx_out), expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("method", [FMDConv2d, ODConv2d])
+def test_torch_compile_matches_eager(method):
+    model = small_net(method)
+    compiled = torch.compile(model)
+    x = torch.randn(4, 3, 12, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x), atol=1e-5, rtol=1e-4)

@@ -1,0 +1,282 @@
+"""The dynamic convolution layers against the per-sample reference formula, and their contracts."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from fmdconv import (
+    CONV_KINDS,
+    CondConv2d,
+    DyConv2d,
+    DynamicConv2d,
+    FMDConv2d,
+    ODConv2d,
+    create_conv2d,
+    set_attentions,
+    set_formulation,
+    set_temperature,
+)
+from reference import reference_forward
+
+METHODS = (CondConv2d, DyConv2d, ODConv2d, FMDConv2d)
+TOLERANCE = {"atol": 2e-5, "rtol": 1e-4}
+
+
+def formulations_for(layer: DynamicConv2d) -> list[str]:
+    names = ["auto", "grouped", "matmul"]
+    if "spatial" not in layer.available_attentions:
+        names.append("mixed")
+    return names
+
+
+def randomise(layer: DynamicConv2d) -> DynamicConv2d:
+    """Non-trivial biases and moderate temperatures, so every attention varies across samples."""
+    with torch.no_grad():
+        for parameter in layer.parameters():
+            if parameter.dim() <= 2 and parameter is not layer.weight:
+                parameter.normal_(0, 0.5)
+        if layer.bias is not None:
+            layer.bias.normal_()
+    set_temperature(layer, gate=1.5, kernel=0.7)
+    return layer
+
+
+def assert_matches_reference(layer: DynamicConv2d, x: torch.Tensor) -> None:
+    expected = reference_forward(layer, x)
+    for formulation in formulations_for(layer):
+        layer.formulation = formulation
+        actual = layer(x)
+        assert actual.shape == expected.shape, formulation
+        torch.testing.assert_close(actual, expected, **TOLERANCE, msg=lambda m, f=formulation: f"{f}: {m}")
+    layer.formulation = "auto"
+
+
+GRID = list(
+    itertools.product(
+        METHODS,
+        (1, 3, 5),  # kernel size
+        (1, 2),  # stride
+        ("one", "two", "depthwise"),  # groups
+        (1, 4),  # kernel_num
+        (True, False),  # bias
+    )
+)
+
+
+@pytest.mark.parametrize(("method", "kernel_size", "stride", "grouping", "kernel_num", "bias"), GRID)
+def test_every_formulation_matches_the_reference(method, kernel_size, stride, grouping, kernel_num, bias):
+    channels = 8
+    groups = {"one": 1, "two": 2, "depthwise": channels}[grouping]
+    out_channels = channels if grouping == "depthwise" else 6
+    layer = randomise(
+        method(
+            channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=kernel_size // 2,
+            groups=groups,
+            bias=bias,
+            kernel_num=kernel_num,
+        )
+    )
+    assert_matches_reference(layer, torch.randn(3, channels, 9, 7))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    method=st.sampled_from(METHODS),
+    kernel=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+    stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    padding=st.one_of(st.tuples(st.integers(0, 2), st.integers(0, 2)), st.just("valid"), st.just("same")),
+    padding_mode=st.sampled_from(["zeros", "reflect", "replicate", "circular"]),
+    batch=st.integers(1, 3),
+    size=st.tuples(st.integers(7, 11), st.integers(7, 11)),
+)
+def test_tuple_arguments_and_padding_modes_match_the_reference(
+    method, kernel, stride, dilation, padding, padding_mode, batch, size
+):
+    if padding == "same":
+        stride = (1, 1)
+    layer = randomise(method(4, 6, kernel, stride, padding, dilation, padding_mode=padding_mode))
+    x = torch.randn(batch, 4, *size)
+    assert_matches_reference(layer, x)
+    static = nn.Conv2d(4, 6, kernel, stride, padding, dilation, padding_mode=padding_mode)
+    assert layer(x).shape == static(x).shape
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_eval_mode_and_unbatched_input(method):
+    layer = randomise(method(5, 7, 3, padding=1)).eval()
+    x = torch.randn(4, 5, 6, 6)
+    assert_matches_reference(layer, x)
+    torch.testing.assert_close(layer(x[1]), layer(x[1:2])[0], **TOLERANCE)
+    assert set(layer.attentions(x[1])) == set(layer.available_attentions)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_gradcheck_float64(method):
+    layer = randomise(method(4, 4, 3, padding=1, groups=2, kernel_num=3, dtype=torch.float64)).eval()
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64, requires_grad=True)
+    for formulation in formulations_for(layer):
+        layer.formulation = formulation
+        assert torch.autograd.gradcheck(lambda inp: layer(inp), (x,)), formulation
+        params = [p for p in layer.parameters() if p.requires_grad]
+        assert torch.autograd.gradcheck(
+            lambda *ps: torch.func.functional_call(
+                layer, dict(zip([n for n, _ in layer.named_parameters()], ps, strict=True)), (x.detach(),)
+            ),
+            tuple(p.detach().clone().requires_grad_() for p in params),
+        ), formulation
+
+
+def test_attention_shapes_and_heads_per_method():
+    x = torch.randn(2, 32, 8, 8)
+    expected = {
+        CondConv2d: {"kernel": (2, 4)},
+        DyConv2d: {"kernel": (2, 4)},
+        ODConv2d: {"input": (2, 32), "output": (2, 64), "spatial": (2, 3, 3), "kernel": (2, 4)},
+        FMDConv2d: {"input": (2, 32), "output": (2, 64), "kernel": (2, 4)},
+    }
+    for method, shapes in expected.items():
+        attentions = method(32, 64, 3, padding=1).attentions(x)
+        assert {k: tuple(v.shape) for k, v in attentions.items()} == shapes
+    softmax = DyConv2d(32, 64, 3).attentions(x)["kernel"]
+    torch.testing.assert_close(softmax.sum(1), torch.ones(2))
+
+
+def test_skipped_heads_create_no_parameters():
+    depthwise = ODConv2d(16, 16, 3, groups=16, kernel_num=4)
+    assert set(depthwise.gate.heads) == {"input", "spatial", "kernel"}
+    pointwise = ODConv2d(16, 32, 1, kernel_num=4)
+    assert set(pointwise.gate.heads) == {"input", "output", "kernel"}
+    single = ODConv2d(16, 32, 3, kernel_num=1)
+    assert set(single.gate.heads) == {"input", "output", "spatial"}
+    assert FMDConv2d(16, 32, 3, kernel_num=1).kernel_path is None
+    assert DyConv2d(16, 32, 3, kernel_num=1).kernel_path is None
+    assert CondConv2d(16, 32, 3, kernel_num=1).kernel_path is not None  # sigmoid routing still scales
+
+
+def test_widths_and_defaults_follow_the_papers():
+    layer = FMDConv2d(512, 512, 3)
+    assert layer.gate.fc.out_features == 32  # max(int(512 / 16), 16)
+    assert layer.kernel_path.fc1.out_features == 129  # int(512 * 0.25) + 1
+    assert FMDConv2d(64, 64, 3).gate.fc.out_features == 16  # the floor
+    assert DyConv2d(3, 64, 3, kernel_num=4).kernel_path.fc1.out_features == 4  # C_in == 3: h = n
+    assert ODConv2d(64, 64, 3, reduction=0.25).gate.fc.out_features == 16
+    assert ODConv2d(64, 64, 3).bias is None
+    assert FMDConv2d(64, 64, 3).bias.shape == (4, 64)
+    assert DyConv2d(64, 64, 3).bias.shape == (4, 64)
+    assert FMDConv2d(64, 64, 3, bias=False).bias is None
+    fmd = FMDConv2d(64, 64, 3)
+    assert (fmd.gate_temperature.item(), fmd.kernel_temperature.item()) == (30.0, 34.0)
+    assert not hasattr(CondConv2d(8, 8, 3), "kernel_temperature")
+    assert fmd.weight.shape == (4, 64, 64, 3, 3)
+    assert (fmd.stride, fmd.padding, fmd.dilation, fmd.groups) == ((1, 1), (0, 0), (1, 1), 1)
+
+
+def test_initialisation_follows_the_authors_code():
+    layer = ODConv2d(64, 128, 3, kernel_num=4)
+    expected_std = (2.0 / (128 * 9)) ** 0.5
+    assert abs(layer.weight.std().item() - expected_std) / expected_std < 0.05
+    assert all((head.bias == 0).all() for head in layer.gate.heads.values())
+    assert (layer.gate.bn.weight == 1).all() and (layer.gate.bn.bias == 0).all()
+    before = layer.weight.detach().clone()
+    layer.reset_parameters()
+    assert not torch.equal(before, layer.weight)
+
+
+def test_training_at_batch_size_one_uses_running_statistics():
+    layer = ODConv2d(8, 8, 3, padding=1).train()
+    running_mean = layer.gate.bn.running_mean.clone()
+    y = layer(torch.randn(1, 8, 5, 5))
+    y.sum().backward()
+    assert torch.isfinite(layer.weight.grad).all()
+    assert torch.equal(layer.gate.bn.running_mean, running_mean)
+    layer(torch.randn(2, 8, 5, 5))
+    assert not torch.equal(layer.gate.bn.running_mean, running_mean)
+
+
+def test_state_dict_round_trip_keeps_temperatures():
+    model = nn.Sequential(FMDConv2d(4, 8, 3), ODConv2d(8, 8, 3), DyConv2d(8, 8, 3), CondConv2d(8, 8, 3))
+    assert set_temperature(model, gate=7.5, kernel=12.0) == 4
+    set_temperature(model, kernel=3.0)
+    restored = nn.Sequential(FMDConv2d(4, 8, 3), ODConv2d(8, 8, 3), DyConv2d(8, 8, 3), CondConv2d(8, 8, 3))
+    restored.load_state_dict(model.state_dict())
+    assert restored[0].gate_temperature.item() == 7.5
+    assert restored[0].kernel_temperature.item() == 3.0
+    assert restored[1].gate_temperature.item() == 7.5
+    assert restored[2].kernel_temperature.item() == 3.0
+    x = torch.randn(2, 4, 9, 9)
+    torch.testing.assert_close(restored.eval()(x), model.eval()(x))
+
+
+def test_ablation_switches_count_as_one():
+    layer = randomise(FMDConv2d(6, 6, 3, padding=1))
+    x = torch.randn(2, 6, 7, 7)
+    set_attentions(layer, input=False, kernel=False)
+    assert set(layer.attentions(x)) == {"output"}
+    assert_matches_reference(layer, x)
+    set_attentions(layer, input=True, kernel=True)
+    assert set(layer.attentions(x)) == {"input", "output", "kernel"}
+    with pytest.raises(ValueError, match="accepted"):
+        set_attentions(layer, channel=False)
+
+
+def test_set_formulation():
+    model = nn.Sequential(FMDConv2d(4, 4, 3), ODConv2d(4, 4, 3))
+    assert set_formulation(model, "matmul") == 2
+    assert model[0].formulation == model[1].formulation == "matmul"
+    with pytest.raises(ValueError, match="not exact for ODConv2d"):
+        set_formulation(model, "mixed")
+    with pytest.raises(ValueError, match="formulation must be one of"):
+        set_formulation(model, "fast")
+
+
+def test_create_conv2d_builds_every_kind():
+    for kind in CONV_KINDS:
+        options = {} if kind == "static" else {"kernel_num": 2}
+        layer = create_conv2d(kind, 8, 16, 3, stride=2, padding=1, **options)
+        assert layer(torch.randn(2, 8, 9, 9)).shape == (2, 16, 5, 5)
+    assert isinstance(create_conv2d("static", 8, 16, 3), nn.Conv2d)
+    assert isinstance(create_conv2d("fmd", 8, 16, 3), FMDConv2d)
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: FMDConv2d(8, 8, 3, kernel_num=0), "kernel_num must be an int >= 1"),
+        (lambda: FMDConv2d(8, 6, 3, groups=4), "groups=4 must divide in_channels=8 and out_channels=6"),
+        (lambda: ODConv2d(8, 8, 3, reduction=0.0), r"reduction must be in \(0, 1\]"),
+        (lambda: ODConv2d(8, 8, 3, reduction=1.5), r"reduction must be in \(0, 1\]"),
+        (lambda: DyConv2d(8, 8, 3, reduction=0.5), "DyConv2d has no use for reduction"),
+        (lambda: CondConv2d(8, 8, 3, kernel_temperature=2.0), "CondConv2d has no use for kernel_temperature"),
+        (lambda: FMDConv2d(8, 8, 3, gate_temperature=0.0), "gate_temperature must be > 0"),
+        (lambda: FMDConv2d(8, 8, 3, padding="full"), "padding must be an int, a pair of ints, 'same' or"),
+        (lambda: FMDConv2d(8, 8, 3, stride=2, padding="same"), "padding='same' is not supported"),
+        (lambda: FMDConv2d(8, 8, 3, padding_mode="mirror"), "padding_mode must be one of"),
+        (lambda: FMDConv2d(8, 8, (3, 3, 3)), "kernel_size must be an int or a pair of ints"),
+        (lambda: create_conv2d("dynamic", 8, 8, 3), "unknown conv kind 'dynamic'; accepted: static, cond"),
+        (lambda: create_conv2d("static", 8, 8, 3, kernel_num=4), "static convolution takes no dynamic"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_bad_inputs_name_expected_and_received():
+    layer = FMDConv2d(8, 8, 3)
+    with pytest.raises(ValueError, match="in_channels=8 channels, got 3"):
+        layer(torch.randn(2, 3, 9, 9))
+    with pytest.raises(ValueError, match=r"expected a 4-D input .* got shape \(2, 8, 9, 9, 1\)"):
+        layer(torch.randn(2, 8, 9, 9, 1))
+    with pytest.raises(ValueError, match="expected a 4-D input"):
+        layer(torch.randn(8, 9))
