@@ -1,0 +1,157 @@
+"""Grad-CAM++ per attention (the FMDConv paper's Figure 4): variants, restored state, layers, grid, inputs."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from fmdconv.explain import (
+    GradCAMPlusPlus,
+    attention_state,
+    default_target_layer,
+    explain_attentions,
+    find_layer,
+    images_from_dataset,
+    images_from_files,
+    model_attentions,
+    save_attention_grid,
+)
+from fmdconv.layers import FMDConv2d, ODConv2d, dynamic_layers, set_attentions, set_temperature
+
+IMAGES = torch.randn(3, 3, 12, 12)
+
+
+def block(conv: nn.Module, channels: int) -> nn.Sequential:
+    return nn.Sequential(conv, nn.BatchNorm2d(channels), nn.ReLU())
+
+
+def tiny_model(conv: type[nn.Module] = FMDConv2d) -> nn.Sequential:
+    """A static stem, two dynamic blocks (modules "1" and "2"), then pooling and a classifier."""
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        block(conv(8, 16, 3, padding=1), 16),
+        block(conv(16, 16, 3, padding=1), 16),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 5),
+    )
+    set_temperature(model, gate=1.0, kernel=1.0)  # sharp attentions, so the variants differ
+    return model
+
+
+def disabled(model: nn.Module) -> list[set[str]]:
+    return [set(layer.disabled_attentions) for layer in dynamic_layers(model)]
+
+
+def test_model_attentions_follow_figure_4_order() -> None:
+    assert model_attentions(tiny_model(FMDConv2d)) == ("input", "kernel", "output")
+    assert model_attentions(tiny_model(ODConv2d)) == ("input", "kernel", "output", "spatial")
+    with pytest.raises(ValueError, match="no dynamic convolution"):
+        model_attentions(nn.Sequential(nn.Conv2d(3, 3, 1)))
+
+
+def test_default_target_layer_is_the_last_dynamic_block() -> None:
+    assert default_target_layer(tiny_model()) == "2"
+    flat = nn.Sequential(FMDConv2d(3, 8, 3), nn.ReLU(), FMDConv2d(8, 8, 3), nn.AdaptiveAvgPool2d(1))
+    assert default_target_layer(flat) == "2"
+    with pytest.raises(ValueError, match="no dynamic convolution"):
+        default_target_layer(nn.Sequential(nn.Conv2d(3, 3, 1)))
+
+
+def test_bad_layer_name_lists_the_valid_names() -> None:
+    model = tiny_model()
+    assert find_layer(model, "1.0") is model[1][0]
+    with pytest.raises(ValueError, match=r"'layer9'.*Valid names: 0, 1, 1\.0, ") as error:
+        explain_attentions(model, IMAGES, layer="layer9")
+    assert "2.0.gate" in str(error.value)
+
+
+def test_each_variant_is_gradcam_with_only_that_attention_and_the_state_comes_back() -> None:
+    model = tiny_model()
+    model[1][0].disabled_attentions.add("output")  # an ablation already in force must survive
+    before = disabled(model)
+
+    result = explain_attentions(model, IMAGES)
+
+    assert disabled(model) == before
+    assert result.variants == ("input", "kernel", "output", "all")
+    assert result.layer == "2"
+    assert result.cams.shape == (4, 3, 12, 12)
+    assert float(result.cams.min()) >= 0 and float(result.cams.max()) <= 1
+
+    def reference(**enabled: bool) -> torch.Tensor:
+        with attention_state(model, **enabled), GradCAMPlusPlus(model, model[2]) as cam:
+            return cam(IMAGES, result.targets)
+
+    everything = {"input": True, "kernel": True, "output": True}
+    with attention_state(model, **everything), torch.no_grad():
+        model.eval()
+        assert torch.equal(result.targets, model(IMAGES).argmax(1))  # the class predicted with all on
+    torch.testing.assert_close(result.cams[3], reference(**everything))
+    torch.testing.assert_close(result.cams[0], reference(input=True, kernel=False, output=False))
+    torch.testing.assert_close(result.cams[1], reference(input=False, kernel=True, output=False))
+    torch.testing.assert_close(result.cams[2], reference(input=False, kernel=False, output=True))
+    assert not torch.allclose(result.cams[0], result.cams[1])
+    assert disabled(model) == before
+
+
+def test_state_comes_back_after_an_error_and_attention_subsets_are_checked() -> None:
+    model = tiny_model()
+    set_attentions(model, kernel=False)
+    before = disabled(model)
+    with pytest.raises(ValueError, match="class indices"):
+        explain_attentions(model, IMAGES, target=7)
+    assert disabled(model) == before
+    with pytest.raises(ValueError, match=r"subset of this model's \['input', 'kernel', 'output'\]"):
+        explain_attentions(model, IMAGES, attentions=["spatial"])
+    result = explain_attentions(model, IMAGES, target=1, attentions=["kernel"])
+    assert result.variants == ("kernel", "all")
+    assert result.targets.tolist() == [1, 1, 1]
+
+
+def test_grid_png_has_the_original_and_one_column_per_variant(tmp_path) -> None:
+    result = explain_attentions(tiny_model(), IMAGES)
+    out = save_attention_grid(
+        result, torch.rand(3, 3, 12, 12), ["a", "b", "c"], tmp_path / "grid.png", display_size=48
+    )
+    with Image.open(out) as image:
+        width, height = image.size
+    assert image.format == "PNG" and width > height  # 5 columns, 3 rows
+    with pytest.raises(ValueError, match=r"pictures must have shape \(3, C, 12, 12\)"):
+        save_attention_grid(result, torch.rand(2, 3, 12, 12), ["a", "b"], tmp_path / "bad.png")
+    with pytest.raises(ValueError, match="display_size"):
+        save_attention_grid(
+            result, torch.rand(3, 3, 12, 12), ["a", "b", "c"], tmp_path / "bad.png", display_size=0
+        )
+
+
+def test_images_from_files_are_squared_scaled_and_normalised(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    png, jpeg = tmp_path / "wide.png", tmp_path / "photo.jpg"
+    Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(png)
+    Image.fromarray(rng.integers(0, 256, (50, 50), dtype=np.uint8), mode="L").save(jpeg)
+
+    colour = images_from_files([png, jpeg], "synthetic")  # RGB, 32x32, mean 0.5, std 0.3
+    assert colour.inputs.shape == colour.pictures.shape == (2, 3, 32, 32)
+    assert colour.names == ("wide.png", "photo.jpg") and colour.labels == (None, None)
+    torch.testing.assert_close(colour.inputs, (colour.pictures - 0.5) / 0.3)
+
+    grey = images_from_files([png], "fashion_mnist", image_size=20)
+    assert grey.pictures.shape == (1, 1, 20, 20)
+    assert float(grey.pictures.min()) >= 0 and float(grey.pictures.max()) <= 1
+
+    with pytest.raises(FileNotFoundError, match=r"missing\.png"):
+        images_from_files([tmp_path / "missing.png"], "synthetic")
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(ValueError, match="could not be read by Pillow"):
+        images_from_files([tmp_path / "notes.txt"], "synthetic")
+
+
+def test_images_from_the_synthetic_dataset_undo_the_normalisation() -> None:
+    batch = images_from_dataset("synthetic", 3)
+    assert batch.inputs.shape == (3, 3, 32, 32)
+    assert batch.labels == (0, 1, 2) and batch.names == ("test #0", "test #1", "test #2")
+    torch.testing.assert_close(batch.pictures, (batch.inputs * 0.3 + 0.5).clamp(0, 1))
+    with pytest.raises(ValueError, match="count must be a positive int"):
+        images_from_dataset("synthetic", 0)
