@@ -1,0 +1,86 @@
+"""Build a backbone by name with any convolution of the family: :func:`create_model`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from fmdconv.models.conv_factory import ConvFactory
+from fmdconv.models.features import FeatureBackbone
+from fmdconv.models.mobilenetv2 import MobileNetV2
+from fmdconv.models.resnet import BasicBlock, Bottleneck, ResNet
+
+
+def _resnet(block: type[BasicBlock | Bottleneck], depths: tuple[int, int, int, int]) -> Callable[..., ResNet]:
+    def build(
+        conv: ConvFactory, num_classes: int, stem: str, width: float, dropout: float, in_chans: int
+    ) -> ResNet:
+        if width != 1.0:
+            raise ValueError(f"width applies to mobilenet_v2 only; ResNets take width=1.0, got {width!r}")
+        return ResNet(block, depths, conv, num_classes, stem, in_chans, dropout=dropout)
+
+    return build
+
+
+def _mobilenet_v2(
+    conv: ConvFactory, num_classes: int, stem: str, width: float, dropout: float, in_chans: int
+) -> MobileNetV2:
+    return MobileNetV2(conv, num_classes, width, in_chans, dropout, stem)
+
+
+MODELS: dict[str, Callable[..., FeatureBackbone]] = {
+    "mobilenet_v2": _mobilenet_v2,
+    "resnet18": _resnet(BasicBlock, (2, 2, 2, 2)),
+    "resnet34": _resnet(BasicBlock, (3, 4, 6, 3)),
+    "resnet50": _resnet(Bottleneck, (3, 4, 6, 3)),
+    "resnet101": _resnet(Bottleneck, (3, 4, 23, 3)),
+}
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`create_model`."""
+    return sorted(MODELS)
+
+
+def create_model(
+    name: str,
+    conv: str = "fmd",
+    kernel_num: int = 4,
+    num_classes: int = 1000,
+    stem: str = "imagenet",
+    width: float = 1.0,
+    dropout: float = 0.0,
+    in_chans: int = 3,
+    features_only: bool = False,
+    out_indices: Sequence[int] = (1, 2, 3, 4),
+    **conv_options: Any,
+) -> FeatureBackbone:
+    """A backbone whose convolutions are of kind ``conv``, replaced where the method's papers do.
+
+    Which convolutions are dynamic (see :mod:`fmdconv.models.conv_factory`): ODConv (Li et al.,
+    ICLR 2022), FMDConv (Zhang et al., KBS 2025) and CondConv (Yang et al., NeurIPS 2019) replace
+    every convolution of the residual blocks and MobileNetV2's last 1x1 convolution; DyConv (Chen et
+    al., CVPR 2020) also replaces ResNet's downsample convolutions. The stem stays static.
+
+    Args:
+        name: one of :func:`list_models`.
+        conv: ``static``, ``cond``, ``dy``, ``od`` or ``fmd``.
+        kernel_num: number of kernels n of each dynamic convolution.
+        num_classes: classifier outputs.
+        stem: ``"imagenet"`` or ``"cifar"`` (3x3 stride-1 first convolution, no max-pool).
+        width: MobileNetV2 width multiplier (1.0, 0.75, 0.5 in the papers).
+        dropout: dropout before the classifier.
+        in_chans: input channels (1 for grey images).
+        features_only: return the multi-scale feature maps of levels ``out_indices`` (strides
+            2, 4, 8, 16, 32 for levels 0-4 with the ImageNet stem) instead of logits; their channels
+            and strides are in ``model.out_feature_info``.
+        conv_options: options of the dynamic layers (``reduction``, ``hidden_ratio``,
+            ``gate_temperature``, ``kernel_temperature``, ``min_channels``, and ``replaced_roles`` to
+            override which roles are dynamic).
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; accepted: {', '.join(list_models())}")
+    model = MODELS[name](
+        ConvFactory(conv, kernel_num, **conv_options), num_classes, stem, width, dropout, in_chans
+    )
+    return model.to_features(out_indices) if features_only else model
