@@ -153,21 +153,21 @@ def _single_text(entry: dict, counts: ModelProfile, speed: SpeedResult | None, l
 
 
 def _comparison_text(entries: list[dict]) -> str:
-    baseline = next((e for e in entries if e["speed"] is not None), None)
-    header = ["conv", "kernels", "params", "MACs", "median ms", "vs first"]
+    """One row per entry; speed columns (median, ratio to the first entry) when speed was measured."""
+    first = entries[0]
+    timed = first["speed"] is not None
+    header = ["conv", "kernels", "params", "MACs", *(["median ms", "vs first"] if timed else [])]
     rows = []
     for entry in entries:
-        speed = entry["speed"]
         row = [
             entry["conv"],
             "-" if entry["kernel_num"] is None else str(entry["kernel_num"]),
             _format_count(entry["params"]),
             _format_count(entry["macs"]),
-            "-" if speed is None else f"{speed['median_s'] * 1e3:.2f}",
-            "-"
-            if speed is None or baseline is None
-            else f"{speed['median_s'] / baseline['speed']['median_s']:.2f}x",
         ]
+        if timed:
+            median = entry["speed"]["median_s"]
+            row += [f"{median * 1e3:.2f}", f"{median / first['speed']['median_s']:.2f}x"]
         rows.append(row)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = [
@@ -175,11 +175,10 @@ def _comparison_text(entries: list[dict]) -> str:
         for r in [header, *rows]
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    first = entries[0]
     size = "x".join(map(str, first["input_size"]))
     title = f"{first['model']} (width {first['width']}, {first['stem']} stem), input {size}, MACs per image"
-    if baseline is not None:
-        speed = baseline["speed"]
+    if timed:
+        speed = first["speed"]
         lines.append(
             f"speed: {speed['mode']}, batch {speed['batch_size']}, {speed['device']}, "
             f"{speed['threads']} threads, median of {len(speed['times_s'])} runs"
