@@ -12,9 +12,12 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from dataclasses import dataclass
+
+import torch
 
 from fmdconv.layers import CONV_KINDS
 from fmdconv.models import create_model, list_models
@@ -100,15 +103,17 @@ def _format_count(value: float, unit: str = "") -> str:
 
 def _report(args: argparse.Namespace, choice: ConvChoice) -> tuple[ModelProfile, SpeedResult | None]:
     kernel_num = args.kernel_num if choice.kernel_num is None else choice.kernel_num
-    model = create_model(
-        args.model,
-        conv=choice.kind,
-        kernel_num=kernel_num,
-        num_classes=args.num_classes,
-        stem=args.stem,
-        width=args.width,
-        in_chans=args.in_chans,
-    )
+    # Counting alone needs only shapes: on the meta device nothing is allocated or computed.
+    with torch.device("meta") if args.no_speed else contextlib.nullcontext():
+        model = create_model(
+            args.model,
+            conv=choice.kind,
+            kernel_num=kernel_num,
+            num_classes=args.num_classes,
+            stem=args.stem,
+            width=args.width,
+            in_chans=args.in_chans,
+        )
     size = (args.in_chans, *args.input_size)
     counts = profile(model, size)
     speed = None

@@ -191,8 +191,9 @@ def profile(model: nn.Module, input_size: tuple[int, ...] = (3, 224, 224)) -> Mo
 
     Runs one forward pass of a single random image in eval mode, without gradients, on the model's
     device and dtype, with hooks that record each counted layer's shapes (a layer called twice is
-    listed twice); the training flags of all modules are restored afterwards. The convention is in
-    this module's docstring and in ``docs/models.md``.
+    listed twice); the training flags of all modules are restored afterwards. A model on the meta
+    device (built under ``with torch.device("meta"):``) is counted from shapes alone, without memory
+    or computation. The convention is in this module's docstring and in ``docs/models.md``.
     """
     if not (
         isinstance(input_size, tuple | list)
