@@ -16,6 +16,11 @@ code (SPEC section 1):
 ``head``
     MobileNetV2's last 1x1 convolution (320 -> 1280). Replaced by every dynamic method, as in the
     ODConv code.
+
+CondConv replaces what ODConv does. The CondConv paper's own MobileNetV2 (used for the ODConv paper's
+CondConv rows) has experts only in the final 6 blocks and the classifier, with one routing function
+shared by the convolutions of a block; layers here compute their own routing, so that layout is not
+offered (``docs/models.md`` gives the exact count it would have).
 """
 
 from __future__ import annotations
@@ -29,9 +34,10 @@ from fmdconv.layers import CONV_KINDS, create_conv2d
 Role = Literal["stem", "block", "downsample", "head"]
 ROLES: tuple[str, ...] = ("stem", "block", "downsample", "head")
 
-# Per-kernel biases in the backbones: the method's default (None), except DyConv, whose backbones in the
-# ODConv paper have none (the convolutions are followed by BatchNorm). FMDConv's authors keep them.
-BACKBONE_BIAS: dict[str, bool | None] = {"static": False, "cond": None, "dy": False, "od": None, "fmd": None}
+# Per-kernel biases in the backbones where they differ from the method's default: DyConv's backbones
+# (the DyConv code's ResNet, the ODConv paper's DyConv rows) have none, the convolutions being followed
+# by BatchNorm. FMDConv's authors keep theirs (its default); ODConv has none by default.
+BACKBONE_BIAS: dict[str, bool] = {"dy": False}
 
 REPLACED_ROLES: dict[str, frozenset[str]] = {
     "static": frozenset(),
@@ -49,7 +55,8 @@ class ConvFactory:
         conv: one of ``static``, ``cond``, ``dy``, ``od``, ``fmd``.
         kernel_num: number of kernels n of the dynamic layers.
         replaced_roles: roles to make dynamic (default: the method's, :data:`REPLACED_ROLES`).
-        bias: per-kernel biases of the dynamic layers (default: :data:`BACKBONE_BIAS`).
+        bias: per-kernel biases of the dynamic layers (default: :data:`BACKBONE_BIAS`, else the
+            method's default).
         options: further options of the dynamic layers (``reduction``, ``hidden_ratio``,
             ``gate_temperature``, ...); rejected for ``conv="static"``.
     """
@@ -74,7 +81,7 @@ class ConvFactory:
         self.conv = conv
         self.kernel_num = kernel_num
         self.replaced_roles = roles if conv != "static" else frozenset()
-        self.bias = BACKBONE_BIAS[conv] if bias is None else bias
+        self.bias = BACKBONE_BIAS.get(conv) if bias is None else bias
         self.options = options
 
     def __call__(
