@@ -184,7 +184,8 @@ FORWARD_CASES = [("resnet18", conv) for conv in CONV_KINDS] + [
 @pytest.mark.parametrize(("name", "conv"), FORWARD_CASES)
 def test_forward_shapes_cifar_stem_grey(name: str, conv: str) -> None:
     width = 0.5 if name == "mobilenet_v2" else 1.0
-    model = create_model(name, conv=conv, num_classes=10, stem="cifar", in_chans=1, width=width).eval()
+    model = create_model(name, conv=conv, kernel_num=2, num_classes=10, stem="cifar", in_chans=1, width=width)
+    model.eval()
     assert model.conv1.stride == (1, 1) if name == "resnet18" else model.features[0][0].stride == (1, 1)
     with torch.no_grad():
         assert model(torch.randn(2, 1, 16, 16)).shape == (2, 10)
@@ -193,9 +194,9 @@ def test_forward_shapes_cifar_stem_grey(name: str, conv: str) -> None:
 @pytest.mark.parametrize(
     ("name", "options", "channels"),
     [
-        ("resnet18", {}, [64, 128, 256, 512]),
-        ("resnet50", {"kernel_num": 2}, [256, 512, 1024, 2048]),
-        ("mobilenet_v2", {"width": 0.5}, [16, 16, 48, 1280]),
+        ("resnet18", {"kernel_num": 2}, [64, 128, 256, 512]),
+        ("resnet50", {"kernel_num": 1}, [256, 512, 1024, 2048]),
+        ("mobilenet_v2", {"kernel_num": 2, "width": 0.5}, [16, 16, 48, 1280]),
     ],
 )
 def test_features_only_shapes(name: str, options: dict, channels: list[int]) -> None:
