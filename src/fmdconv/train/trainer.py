@@ -1,0 +1,621 @@
+"""Training and evaluation loops: one process, or many through ``torchrun`` and DDP.
+
+:func:`train` runs a :class:`~fmdconv.train.recipe.Recipe` into an output folder: SGD with
+momentum, a per-iteration learning-rate schedule (step or cosine, with linear warm-up), label
+smoothing, optional mixed precision, and the papers' temperature schedules stepped every iteration.
+After each epoch it evaluates on the test split, writes ``last.pt`` (and ``best.pt`` when top-1
+improves) atomically, and logs the epoch to ``metrics.jsonl`` and TensorBoard.
+
+Exact resumption: a checkpoint is written at each epoch end with the model, the optimiser, the
+iteration counter (which determines the learning rate and the temperatures), and the generator
+states; the training data order depends only on ``(seed, epoch)`` (the loader is rebuilt each epoch
+with a seed derived from both), so a run resumed from the checkpoint of epoch e computes exactly
+what the uninterrupted run computed after epoch e. A killed run loses only its unfinished epoch.
+
+Distributed: when launched by ``torchrun`` with more than one process (``WORLD_SIZE`` > 1), the
+process group is initialised (NCCL on CUDA, gloo on CPU), the model is wrapped in
+DistributedDataParallel, each process takes ``batch_size / world_size`` samples of each global batch
+through a DistributedSampler, evaluation shards the test set without repeating samples and sums the
+counts, and only rank 0 draws progress, logs and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+
+from fmdconv.data import build_dataset, build_loader, dataset_info
+from fmdconv.layers import TemperatureScheduler
+from fmdconv.models import create_model
+from fmdconv.train.checkpoint import (
+    BEST_CHECKPOINT,
+    LAST_CHECKPOINT,
+    copy_atomic,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from fmdconv.train.logging import MetricsLogger
+from fmdconv.train.progress import ProgressBar
+from fmdconv.train.recipe import PRECISIONS, Recipe
+
+STEP_RECORDS_PER_EPOCH = 10
+# Settings a resumed run may change: where the data is, how it is loaded, and how long to train.
+RESUMABLE_OVERRIDES = ("data_dir", "num_workers", "epochs")
+
+
+@dataclass(frozen=True)
+class LearningRateSchedule:
+    """The factor applied to the base learning rate after ``step`` optimiser steps.
+
+    Linear warm-up over ``warmup_epochs`` (the factor goes (1/W, 2/W, ..., 1) over the first W steps),
+    times either a step decay (``gamma`` at each of ``milestones``, in epochs, switching at the first
+    iteration of that epoch) or a half-cosine from 1 at the end of the warm-up to 0 at the end of
+    training.
+    """
+
+    kind: str
+    iters_per_epoch: int
+    epochs: int
+    warmup_epochs: float = 0.0
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe, iters_per_epoch: int) -> LearningRateSchedule:
+        return cls(
+            recipe.schedule,
+            iters_per_epoch,
+            recipe.epochs,
+            recipe.warmup_epochs,
+            recipe.milestones,
+            recipe.gamma,
+        )
+
+    def __call__(self, step: int) -> float:
+        warmup_steps = round(self.warmup_epochs * self.iters_per_epoch)
+        warmup = (step + 1) / warmup_steps if step < warmup_steps else 1.0
+        if self.kind == "step":
+            passed = sum(step >= milestone * self.iters_per_epoch for milestone in self.milestones)
+            return warmup * self.gamma**passed
+        total = self.epochs * self.iters_per_epoch
+        progress = min(1.0, max(0, step - warmup_steps) / max(1, total - warmup_steps))
+        return warmup * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Accuracy and loss on a dataset (proportions in [0, 1]) and how long evaluation took."""
+
+    top1: float
+    top5: float
+    loss: float
+    images: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished run produced.
+
+    Attributes:
+        out_dir: the run's folder (``last.pt``, ``best.pt``, ``metrics.jsonl``, ``tensorboard/``).
+        recipe: the settings it ran with.
+        history: one record per epoch (see ``metrics.jsonl``'s ``"epoch"`` records).
+        best_top1, best_epoch: the best test top-1 and the epoch that reached it.
+    """
+
+    out_dir: Path
+    recipe: Recipe
+    history: list[dict[str, Any]]
+    best_top1: float
+    best_epoch: int
+
+    @property
+    def final(self) -> dict[str, Any]:
+        """The last epoch's record."""
+        return self.history[-1]
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        """Mean wall time of the training part of an epoch (evaluation excluded)."""
+        return float(np.mean([record["train_seconds"] for record in self.history]))
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """This process's place in the run: rank, number of processes, and its GPU index."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: torch.device) -> DistributedContext:
+    """Join the process group described by torchrun's environment variables, if there is one.
+
+    Without ``WORLD_SIZE`` (or with 1 process) the run is single-process. The backend is NCCL on
+    CUDA and gloo on CPU; a group initialised by the caller is used as it is.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistributedContext()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistributedContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def resolve_device(device: str | torch.device | None, local_rank: int = 0) -> torch.device:
+    """``None`` or ``"auto"``: CUDA if available, else CPU; a bare ``"cuda"`` gets the process's GPU."""
+    if device is None or device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
+    return device
+
+
+def check_precision(device: torch.device, precision: str) -> None:
+    """Raise a ValueError if ``precision`` is unknown or cannot run on ``device`` (fp16 needs CUDA)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"precision fp16 needs a CUDA device (got {device}); use bf16 on CPU")
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """The autocast context of ``precision`` (``fp32``: none; ``bf16``; ``fp16``, CUDA only)."""
+    check_precision(device, precision)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A seed for epoch ``epoch``'s data order, depending only on ``(seed, epoch)``."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch, NumPy and Python's global generators."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def build_model(recipe: Recipe) -> nn.Module:
+    """The recipe's backbone, sized for its dataset's classes and channels."""
+    info = dataset_info(recipe.dataset)
+    return create_model(
+        recipe.model,
+        conv=recipe.conv,
+        kernel_num=recipe.kernel_num,
+        num_classes=info.num_classes,
+        stem=recipe.stem,
+        width=recipe.width,
+        dropout=recipe.dropout,
+        in_chans=info.in_chans,
+    )
+
+
+def load_trained_model(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, Recipe, dict[str, Any]]:
+    """The model saved in checkpoint ``path`` (in eval mode, temperatures included), its recipe and
+    the whole checkpoint."""
+    checkpoint = load_checkpoint(path, map_location=device)
+    recipe = Recipe.from_dict(checkpoint["recipe"])
+    model = build_model(recipe)
+    model.load_state_dict(checkpoint["model"])
+    return model.to(device).eval(), recipe, checkpoint
+
+
+def build_split(recipe: Recipe, split: str) -> Dataset[tuple[Tensor, int]]:
+    """The recipe's training or test set (with ``subset`` / ``test_subset`` applied)."""
+    return build_dataset(
+        recipe.dataset,
+        split,
+        data_dir=recipe.data_dir,
+        image_size=recipe.image_size,
+        subset=recipe.subset if split == "train" else recipe.test_subset,
+        seed=recipe.seed,
+    )
+
+
+def input_size(recipe: Recipe) -> tuple[int, int, int]:
+    """(channels, height, width) of one input image of the recipe."""
+    info = dataset_info(recipe.dataset)
+    side = recipe.image_size or info.image_size
+    return info.in_chans, side, side
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def _all_reduce_sum(values: list[float], context: DistributedContext, device: torch.device) -> list[float]:
+    if not context.distributed:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    precision: str = "fp32",
+    context: DistributedContext | None = None,
+    description: str = "eval",
+    progress: bool = True,
+) -> EvalResult:
+    """Top-1, top-5 and mean cross-entropy of ``model`` over ``loader`` (summed over DDP ranks)."""
+    context = context or DistributedContext()
+    model.eval()
+    bar = ProgressBar(max(1, len(loader)), description, enabled=progress and context.is_main)
+    sums = [0.0, 0.0, 0.0, 0.0]  # loss, top-1 hits, top-5 hits, images
+    start = time.perf_counter()
+    for images, labels in loader:
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        with autocast(device, precision):
+            logits = model(images)
+        logits = logits.float()
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        hits = top == labels.unsqueeze(1)
+        batch = [
+            float(F.cross_entropy(logits, labels, reduction="sum")),
+            float(hits[:, :1].sum()),
+            float(hits.any(dim=1).sum()),
+            float(labels.numel()),
+        ]
+        sums = [total + value for total, value in zip(sums, batch, strict=True)]
+        bar.update(labels.numel(), top1=sums[1] / sums[3])
+    loss, top1, top5, count = _all_reduce_sum(sums, context, device)
+    if count == 0:
+        raise ValueError("the evaluation set is empty")
+    return EvalResult(top1 / count, top5 / count, loss / count, int(count), time.perf_counter() - start)
+
+
+class Trainer:
+    """One training run of ``recipe`` in ``out_dir``; see :func:`train`."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        out_dir: str | Path,
+        resume: bool | str | Path = False,
+        device: str | torch.device | None = None,
+        progress: bool = True,
+        tensorboard: bool = True,
+    ) -> None:
+        self.out_dir = Path(out_dir)
+        checkpoint = self._checkpoint_to_resume(resume)
+        if checkpoint is not None:
+            recipe = self._resumed_recipe(checkpoint, recipe)
+        self.recipe = recipe
+        self.progress = progress
+        self.device = resolve_device(device)
+        self.context = init_distributed(self.device)
+        self.device = resolve_device(device, self.context.local_rank)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        check_precision(self.device, recipe.precision)
+        if recipe.batch_size % self.context.world_size:
+            raise ValueError(
+                f"batch_size ({recipe.batch_size}) must be divisible by the number of processes "
+                f"({self.context.world_size})"
+            )
+        self.batch_size = recipe.batch_size // self.context.world_size
+
+        seed_everything(recipe.seed)
+        self.train_set = build_split(recipe, "train")
+        self.test_set = build_split(recipe, "test")
+        if len(self.train_set) < recipe.batch_size:
+            raise ValueError(
+                f"batch_size ({recipe.batch_size}) must not exceed the {len(self.train_set)} training images"
+            )
+        self.iters_per_epoch = len(self._train_loader(0))
+        self.test_loader = build_loader(
+            self.test_set,
+            recipe.eval_batch_size or recipe.batch_size,
+            train=False,
+            num_workers=recipe.num_workers,
+            distributed=self.context.distributed,
+            pin_memory=self.device.type == "cuda",
+        )
+
+        self.model = build_model(recipe).to(self.device)
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(),
+            lr=recipe.lr,
+            momentum=recipe.momentum,
+            nesterov=recipe.nesterov,
+            weight_decay=recipe.weight_decay,
+        )
+        self.lr_schedule = LearningRateSchedule.from_recipe(recipe, self.iters_per_epoch)
+        self.temperature = TemperatureScheduler.for_paper(
+            self.model,
+            self.iters_per_epoch,
+            warm_epochs=recipe.temperature_warm_epochs,
+            kernel_mode=recipe.kernel_temperature,
+            gate_start=recipe.gate_temperature_start,
+            kernel_start=recipe.kernel_temperature_start,
+        )
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=recipe.precision == "fp16")
+        self.epoch = 0
+        self.history: list[dict[str, Any]] = []
+        self.best_top1 = -1.0
+        self.best_epoch = 0
+        if checkpoint is not None:
+            self._restore(checkpoint)
+        self._set_learning_rate()
+        if self.context.distributed:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = DistributedDataParallel(self.model, device_ids=device_ids)
+        self.logger = MetricsLogger(
+            self.out_dir,
+            enabled=self.context.is_main,
+            tensorboard=tensorboard,
+            resume_iteration=self.iteration,
+        )
+
+    @property
+    def iteration(self) -> int:
+        """Optimiser steps taken since the start of the run."""
+        return self.temperature.iteration
+
+    def _checkpoint_to_resume(self, resume: bool | str | Path) -> dict[str, Any] | None:
+        last = self.out_dir / LAST_CHECKPOINT
+        if resume is False:
+            if last.exists():
+                raise ValueError(
+                    f"{self.out_dir} already holds a run ({last}); "
+                    "resume it (--resume) or choose another --out"
+                )
+            return None
+        return load_checkpoint(last if resume is True else Path(resume))
+
+    @staticmethod
+    def _resumed_recipe(checkpoint: dict[str, Any], requested: Recipe) -> Recipe:
+        """The checkpoint's recipe, with the changes a resumed run allows taken from ``requested``."""
+        saved = Recipe.from_dict(checkpoint["recipe"])
+        changed = [
+            name
+            for name in Recipe.field_names()
+            if name not in RESUMABLE_OVERRIDES and getattr(saved, name) != getattr(requested, name)
+        ]
+        if changed:
+            raise ValueError(
+                f"cannot resume with different {', '.join(changed)} (the checkpoint's recipe has "
+                + ", ".join(f"{name}={getattr(saved, name)!r}" for name in changed)
+                + f"); only {', '.join(RESUMABLE_OVERRIDES)} may change"
+            )
+        return saved.replace(**{name: getattr(requested, name) for name in RESUMABLE_OVERRIDES})
+
+    def _train_loader(self, epoch: int) -> DataLoader:
+        return build_loader(
+            self.train_set,
+            self.batch_size,
+            train=True,
+            num_workers=self.recipe.num_workers,
+            distributed=self.context.distributed,
+            seed=epoch_seed(self.recipe.seed, epoch),
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def _restore(self, checkpoint: dict[str, Any]) -> None:
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.temperature.load_state_dict(checkpoint["temperature"])
+        if checkpoint.get("grad_scaler"):
+            self.scaler.load_state_dict(checkpoint["grad_scaler"])
+        self.epoch = checkpoint["epoch"]
+        self.history = list(checkpoint["history"])
+        self.best_top1 = checkpoint["best_top1"]
+        self.best_epoch = checkpoint["best_epoch"]
+        set_rng_state(checkpoint["rng"])
+
+    def _set_learning_rate(self) -> float:
+        lr = self.recipe.lr * self.lr_schedule(self.iteration)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def _checkpoint_state(self) -> dict[str, Any]:
+        return {
+            "model": unwrap(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "temperature": self.temperature.state_dict(),
+            "grad_scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+            "epoch": self.epoch,
+            "iteration": self.iteration,
+            "best_top1": self.best_top1,
+            "best_epoch": self.best_epoch,
+            "history": self.history,
+            "rng": rng_state(),
+            "recipe": self.recipe.to_dict(),
+        }
+
+    def _batches(self, loader: DataLoader) -> Iterator[tuple[Tensor, Tensor]]:
+        for images, labels in loader:
+            yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+
+    def _train_epoch(self) -> dict[str, Any]:
+        recipe = self.recipe
+        loader = self._train_loader(self.epoch)
+        self.model.train()
+        bar = ProgressBar(
+            len(loader),
+            f"epoch {self.epoch + 1}/{recipe.epochs}",
+            enabled=self.progress and self.context.is_main,
+        )
+        record_every = max(1, len(loader) // STEP_RECORDS_PER_EPOCH)
+        sums = [0.0, 0.0, 0.0]  # loss, top-1 hits, images (this process)
+        start = time.perf_counter()
+        for step, (images, labels) in enumerate(self._batches(loader), 1):
+            temperatures = self.temperature.step()
+            with autocast(self.device, recipe.precision):
+                logits = self.model(images)
+                loss = F.cross_entropy(logits.float(), labels, label_smoothing=recipe.label_smoothing)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"the training loss became {loss.item()} at iteration {self.iteration}: lower the "
+                    "learning rate" + ("" if recipe.precision == "fp32" else " or use precision fp32")
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            lr = self._set_learning_rate()
+            batch_loss = loss.item()
+            sums[0] += batch_loss * labels.numel()
+            sums[1] += float((logits.argmax(1) == labels).sum())
+            sums[2] += labels.numel()
+            bar.update(
+                labels.numel() * self.context.world_size, loss=sums[0] / sums[2], acc=sums[1] / sums[2]
+            )
+            if step % record_every == 0:
+                self.logger.log(
+                    {
+                        "kind": "step",
+                        "epoch": self.epoch + 1,
+                        "iteration": self.iteration,
+                        "loss": batch_loss,
+                        "lr": lr,
+                        "gate_temperature": temperatures["gate"],
+                        "kernel_temperature": temperatures["kernel"],
+                    }
+                )
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - start
+        loss_sum, hits, images = _all_reduce_sum(sums, self.context, self.device)
+        return {
+            "train_loss": loss_sum / images,
+            "train_top1": hits / images,
+            "train_seconds": seconds,
+            "train_images_per_second": images / seconds,
+        }
+
+    def _sync_buffers(self) -> None:
+        """Give every rank rank 0's buffers (BatchNorm statistics), so all ranks evaluate one model."""
+        if self.context.distributed:
+            for buffer in unwrap(self.model).buffers():
+                dist.broadcast(buffer, 0)
+
+    def run(self) -> TrainResult:
+        """Train the remaining epochs, evaluating and checkpointing after each."""
+        recipe = self.recipe
+        if self.epoch and self.context.is_main:
+            print(
+                f"resuming {self.out_dir} after epoch {self.epoch} (iteration {self.iteration})",
+                file=sys.stderr,
+            )
+        try:
+            while self.epoch < recipe.epochs:
+                record = self._train_epoch()
+                self._sync_buffers()
+                result = evaluate(
+                    unwrap(self.model),
+                    self.test_loader,
+                    self.device,
+                    recipe.precision,
+                    self.context,
+                    description=f"test  {self.epoch + 1}/{recipe.epochs}",
+                    progress=self.progress,
+                )
+                self.epoch += 1
+                temperatures = self.temperature.values()
+                record = {
+                    "kind": "epoch",
+                    "epoch": self.epoch,
+                    "iteration": self.iteration,
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    **record,
+                    "test_loss": result.loss,
+                    "test_top1": result.top1,
+                    "test_top5": result.top5,
+                    "test_images": result.images,
+                    "eval_seconds": result.seconds,
+                    "gate_temperature": temperatures["gate"],
+                    "kernel_temperature": temperatures["kernel"],
+                }
+                self.history.append(record)
+                improved = result.top1 > self.best_top1
+                if improved:
+                    self.best_top1, self.best_epoch = result.top1, self.epoch
+                if self.context.is_main:
+                    save_checkpoint(self.out_dir / LAST_CHECKPOINT, self._checkpoint_state())
+                    if improved:
+                        copy_atomic(self.out_dir / LAST_CHECKPOINT, self.out_dir / BEST_CHECKPOINT)
+                    self.logger.log(record)
+                    print(_epoch_summary(record, recipe.epochs), file=sys.stderr)
+        finally:
+            self.logger.close()
+        return TrainResult(self.out_dir, recipe, self.history, self.best_top1, self.best_epoch)
+
+
+def _epoch_summary(record: dict[str, Any], epochs: int) -> str:
+    return (
+        f"epoch {record['epoch']}/{epochs}: train loss {record['train_loss']:.4f} "
+        f"top-1 {record['train_top1']:.2%} | test top-1 {record['test_top1']:.2%} "
+        f"top-5 {record['test_top5']:.2%} | {record['train_seconds']:.1f} s, "
+        f"{record['train_images_per_second']:.0f} img/s"
+    )
+
+
+def train(
+    recipe: Recipe,
+    out_dir: str | Path,
+    resume: bool | str | Path = False,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    tensorboard: bool = True,
+) -> TrainResult:
+    """Train ``recipe`` into ``out_dir`` and return the per-epoch history.
+
+    Args:
+        recipe: all settings of the run.
+        out_dir: folder for ``last.pt``, ``best.pt``, ``metrics.jsonl`` and ``tensorboard/``.
+        resume: False for a fresh run (``out_dir`` must not hold one), True to continue from
+            ``out_dir/last.pt``, or the path of a checkpoint. A resumed run uses the checkpoint's
+            recipe; only ``data_dir``, ``num_workers`` and ``epochs`` may differ in ``recipe``.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; None picks CUDA when available.
+        progress: draw progress bars on stderr (rank 0 only).
+        tensorboard: also write TensorBoard scalars.
+
+    Raises:
+        ValueError: bad settings, an ``out_dir`` that already holds a run while ``resume`` is False,
+            or a resume that changes other settings.
+        DatasetNotFoundError: the dataset's files are missing (the message says where to get them).
+    """
+    return Trainer(recipe, out_dir, resume, device, progress, tensorboard).run()
