@@ -1,0 +1,70 @@
+"""``fmdconv compare``: train the static baseline and the dynamic methods with one recipe and report."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fmdconv.cli.train import (
+    DEFAULT_RECIPE,
+    add_recipe_arguments,
+    int_at_least,
+    recipe_from_args,
+    report_errors,
+)
+from fmdconv.layers import CONV_KINDS
+from fmdconv.train.compare import DEFAULT_METHODS, compare, markdown_table
+
+
+@report_errors
+def run_compare(args: argparse.Namespace) -> int:
+    recipe = recipe_from_args(args)
+    out_dir = Path(args.out) if args.out else Path("runs") / f"compare-{recipe.dataset}"
+    results = compare(
+        recipe,
+        out_dir,
+        methods=args.methods,
+        device=args.device,
+        latency_batch_size=args.latency_batch_size,
+        progress=not args.no_progress,
+        tensorboard=args.tensorboard,
+    )
+    print(markdown_table(results, args.latency_batch_size), end="")
+    print(f"report: {out_dir / 'report.md'}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "compare",
+        help="train the static baseline and each dynamic method with one recipe, then write a report",
+        description=(
+            "Train the static baseline and CondConv, DyConv, ODConv and FMDConv (or --methods) with one "
+            f"recipe (default: {DEFAULT_RECIPE}, about 15 minutes on 2 CPU cores), then write report.md "
+            "(params, MACs, training time per epoch, latency, top-1, top-5, IES, RCS), results.json and "
+            "PNG plots to --out. "
+            "Running it again with the same --out resumes unfinished runs and reuses finished ones."
+        ),
+    )
+    add_recipe_arguments(parser, exclude=("conv",))
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=CONV_KINDS,
+        default=list(DEFAULT_METHODS),
+        metavar="METHOD",
+        help=f"methods to compare, in table order (default: {' '.join(DEFAULT_METHODS)})",
+    )
+    parser.add_argument("--out", help="report folder (default: runs/compare-<dataset>)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument(
+        "--latency-batch-size",
+        type=int_at_least(1),
+        default=1,
+        help="images per timed forward pass (default: 1)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="draw no progress bars")
+    parser.add_argument(
+        "--tensorboard", action="store_true", help="also write TensorBoard scalars for each run"
+    )
+    parser.set_defaults(run=run_compare)

@@ -1,0 +1,293 @@
+"""The main job: train the static baseline and each dynamic method with one recipe, then report.
+
+:func:`compare` trains every method of ``methods`` with the same recipe (only ``conv`` changes, and
+``kernel_num`` if given) into ``out_dir/runs/<method>/``, measures each trained model (parameters,
+MACs per image, inference latency) and writes to ``out_dir``:
+
+- ``report.md``: the comparison table and the plots, with the conventions used;
+- ``results.json``: the same numbers in full precision, the recipe, the machine and the wall time;
+- ``accuracy_vs_time.png``, ``accuracy_vs_macs.png``: top-1 against training time per epoch and
+  against MACs per image; ``scores.png``: IES and RCS bars per method (the FMDConv paper's Figure 3).
+
+Conventions: top-1 and top-5 are the final epoch's, on the recipe's test split; training time per
+epoch is the mean measured wall time of the training part of each epoch (evaluation excluded);
+latency is the median wall time of one forward pass of a batch of ``latency_batch_size`` images in
+eval mode, per image; IES = (s per epoch) / top-1 and RCS = top-1 / (s per epoch), as
+:mod:`fmdconv.metrics` defines them. Every file is written atomically. Runs already in ``out_dir``
+are resumed (finished ones are reused), so an interrupted comparison continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fmdconv.layers import CONV_KINDS
+from fmdconv.metrics import ies, rcs
+from fmdconv.profiling import measure_speed, profile
+from fmdconv.train.checkpoint import LAST_CHECKPOINT, write_text_atomic
+from fmdconv.train.recipe import Recipe
+from fmdconv.train.trainer import input_size, load_trained_model, resolve_device, train
+from fmdconv.viz import plot_scores, plot_speed_accuracy
+
+METHOD_LABELS = {"static": "Static", "cond": "CondConv", "dy": "DyConv", "od": "ODConv", "fmd": "FMDConv"}
+DEFAULT_METHODS = tuple(CONV_KINDS)
+REPORT_FILE = "report.md"
+RESULTS_FILE = "results.json"
+PLOT_FILES = {
+    "accuracy_vs_time": "accuracy_vs_time.png",
+    "accuracy_vs_macs": "accuracy_vs_macs.png",
+    "scores": "scores.png",
+}
+LATENCY_WARMUP = 5
+LATENCY_REPEATS = 30
+
+
+@dataclass(frozen=True)
+class MethodResult:
+    """The measured outcome of one method.
+
+    Attributes:
+        method: conv kind (``static``, ``cond``, ``dy``, ``od``, ``fmd``); ``label`` its display name.
+        params: parameters of the model; ``macs``: MACs per image (:func:`fmdconv.profiling.profile`).
+        seconds_per_epoch: mean training wall time per epoch.
+        train_images_per_second: mean training throughput.
+        latency_seconds: inference wall time per image (median, batch ``latency_batch_size``).
+        top1, top5: final test accuracies in [0, 1]; ``best_top1`` the best over the epochs.
+        ies, rcs: speed-accuracy scores from ``seconds_per_epoch`` and ``top1``.
+        run_dir: the method's training folder.
+    """
+
+    method: str
+    label: str
+    params: int
+    macs: int
+    epochs: int
+    seconds_per_epoch: float
+    train_images_per_second: float
+    latency_seconds: float
+    top1: float
+    top5: float
+    best_top1: float
+    ies: float
+    rcs: float
+    run_dir: str
+
+    def plot_row(self) -> dict[str, Any]:
+        """The row :mod:`fmdconv.viz` plots (time in s/epoch)."""
+        return {
+            "method": self.label,
+            "time": self.seconds_per_epoch,
+            "macs": self.macs,
+            "top1": self.top1,
+            "top5": self.top5,
+            "ies": self.ies,
+            "rcs": self.rcs,
+        }
+
+
+def check_methods(methods: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """``methods`` as a tuple, or a ValueError if it is empty, repeats or names an unknown method."""
+    methods = tuple(methods)
+    unknown = [m for m in methods if m not in CONV_KINDS]
+    if not methods or unknown or len(set(methods)) != len(methods):
+        raise ValueError(
+            f"methods must be distinct names among {', '.join(CONV_KINDS)}; "
+            f"got {', '.join(methods) or 'none'}"
+        )
+    return methods
+
+
+def measure_method(
+    method: str,
+    recipe: Recipe,
+    run_dir: Path,
+    device: torch.device,
+    latency_batch_size: int,
+    history: list[dict[str, Any]],
+    best_top1: float,
+) -> MethodResult:
+    """Profile and time the model trained in ``run_dir`` and gather its accuracies."""
+    model, _, _ = load_trained_model(run_dir / LAST_CHECKPOINT, device)
+    size = input_size(recipe)
+    counts = profile(model, size)
+    speed = measure_speed(
+        model, size, latency_batch_size, "inference", device, warmup=LATENCY_WARMUP, repeats=LATENCY_REPEATS
+    )
+    final = history[-1]
+    seconds = sum(record["train_seconds"] for record in history) / len(history)
+    images_per_second = sum(record["train_images_per_second"] for record in history) / len(history)
+    top1 = final["test_top1"]
+    return MethodResult(
+        method=method,
+        label=METHOD_LABELS[method],
+        params=counts.params,
+        macs=counts.macs,
+        epochs=final["epoch"],
+        seconds_per_epoch=seconds,
+        train_images_per_second=images_per_second,
+        latency_seconds=speed.per_sample,
+        top1=top1,
+        top5=final["test_top5"],
+        best_top1=best_top1,
+        ies=ies(seconds, top1),
+        rcs=rcs(seconds, top1),
+        run_dir=str(run_dir),
+    )
+
+
+def _millions(count: float) -> str:
+    return f"{count / 1e6:.2f} M"
+
+
+def markdown_table(results: list[MethodResult], latency_batch_size: int) -> str:
+    """The comparison table in Markdown."""
+    header = (
+        "| Method | Params | MACs | Train time / epoch | Latency (batch "
+        f"{latency_batch_size}) | Top-1 | Top-5 | IES (s) | RCS (1/s) |"
+    )
+    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        lines.append(
+            f"| {r.label} | {_millions(r.params)} | {_millions(r.macs)} | {r.seconds_per_epoch:.1f} s | "
+            f"{r.latency_seconds * 1e3:.2f} ms | {r.top1:.2%} | {r.top5:.2%} | {r.ies:.1f} | {r.rcs:.4f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _recipe_summary(recipe: Recipe) -> str:
+    subset = f"first {recipe.subset} training images" if recipe.subset else "all training images"
+    test = f"first {recipe.test_subset} test images" if recipe.test_subset else "the whole test split"
+    warmup = f", {recipe.warmup_epochs:g} warm-up epochs" if recipe.warmup_epochs else ""
+    return (
+        f"{recipe.model} (width {recipe.width:g}, {recipe.stem} stem, n = {recipe.kernel_num}) on "
+        f"{recipe.dataset} ({subset}; accuracy on {test}), {recipe.epochs} epochs, "
+        f"batch {recipe.batch_size}, "
+        f"SGD lr {recipe.lr:g} ({recipe.schedule}{warmup}), weight decay {recipe.weight_decay:g}, "
+        f"{recipe.precision}; temperatures anneal to 1 over {recipe.temperature_warm_epochs:g} epochs "
+        f"(kernel temperature: {recipe.kernel_temperature})"
+    )
+
+
+def machine_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    return (
+        f"CPU ({platform.machine()}, {torch.get_num_threads()} threads), torch {torch.__version__}, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def write_report(
+    out_dir: Path,
+    recipe: Recipe,
+    results: list[MethodResult],
+    latency_batch_size: int,
+    device: torch.device,
+    wall_seconds: float,
+) -> Path:
+    """Write ``results.json``, the PNG plots and ``report.md`` to ``out_dir``; returns the report's path."""
+    rows = [r.plot_row() for r in results]
+    plot_speed_accuracy(rows, out_dir / PLOT_FILES["accuracy_vs_time"], x="time", time_unit="s/epoch")
+    plot_speed_accuracy(rows, out_dir / PLOT_FILES["accuracy_vs_macs"], x="macs")
+    plot_scores(rows, out_dir / PLOT_FILES["scores"], time_unit="s/epoch")
+    machine = machine_description(device)
+    results_json = {
+        "recipe": recipe.to_dict(),
+        "methods": [asdict(r) for r in results],
+        "latency_batch_size": latency_batch_size,
+        "machine": machine,
+        "wall_seconds": wall_seconds,
+    }
+    write_text_atomic(out_dir / RESULTS_FILE, json.dumps(results_json, indent=2) + "\n")
+    report = f"""# Dynamic convolutions compared on {recipe.dataset}
+
+{_recipe_summary(recipe)}. Machine: {machine}. Wall time of this `fmdconv compare` run
+(training, evaluation and measurements): {wall_seconds / 60:.1f} min.
+
+{markdown_table(results, latency_batch_size)}
+- Top-1 / top-5: final epoch, test split. Train time / epoch: mean wall time of the training part of an
+  epoch. Latency: median of {LATENCY_REPEATS} forward passes in eval mode, per image. MACs per image
+  follow `fmdconv.profiling` (static conv MACs plus attention and kernel aggregation).
+- IES = (s per epoch) / top-1 (lower is better); RCS = top-1 / (s per epoch) (higher is better), the
+  conventions of `fmdconv.metrics`. Times are comparable only on the same machine.
+
+![Top-1 against training time per epoch]({PLOT_FILES["accuracy_vs_time"]})
+![Top-1 against MACs per image]({PLOT_FILES["accuracy_vs_macs"]})
+![IES and RCS per method]({PLOT_FILES["scores"]})
+"""
+    write_text_atomic(out_dir / REPORT_FILE, report)
+    return out_dir / REPORT_FILE
+
+
+def compare(
+    recipe: Recipe,
+    out_dir: str | Path,
+    methods: tuple[str, ...] | list[str] = DEFAULT_METHODS,
+    device: str | torch.device | None = None,
+    latency_batch_size: int = 1,
+    progress: bool = True,
+    tensorboard: bool = False,
+) -> list[MethodResult]:
+    """Train each of ``methods`` with ``recipe`` (``conv`` replaced) and write the report to ``out_dir``.
+
+    Args:
+        recipe: the shared settings; its ``conv`` is ignored.
+        out_dir: report folder; the runs go to ``out_dir/runs/<method>/``. Runs already there are
+            resumed (finished ones reused); one with a different recipe raises a ValueError.
+        methods: conv kinds to compare, in the order of the table.
+        device: where to train and time (default: CUDA if available).
+        latency_batch_size: images per forward pass when timing inference.
+        progress: draw progress bars and a line per method on stderr.
+        tensorboard: also write TensorBoard scalars for each run.
+
+    Returns:
+        One :class:`MethodResult` per method, in order.
+    """
+    methods = check_methods(methods)
+    if (
+        isinstance(latency_batch_size, bool)
+        or not isinstance(latency_batch_size, int)
+        or latency_batch_size < 1
+    ):
+        raise ValueError(f"latency_batch_size must be an int >= 1; got {latency_batch_size!r}")
+    out_dir = Path(out_dir)
+    torch_device = resolve_device(device)
+    start = time.perf_counter()
+    results = []
+    for index, method in enumerate(methods, 1):
+        method_recipe = recipe.replace(conv=method)
+        run_dir = out_dir / "runs" / method
+        if progress:
+            print(f"[{index}/{len(methods)}] {METHOD_LABELS[method]} -> {run_dir}", file=sys.stderr)
+        result = train(
+            method_recipe,
+            run_dir,
+            resume=(run_dir / LAST_CHECKPOINT).exists(),
+            device=torch_device,
+            progress=progress,
+            tensorboard=tensorboard,
+        )
+        results.append(
+            measure_method(
+                method,
+                method_recipe,
+                run_dir,
+                torch_device,
+                latency_batch_size,
+                result.history,
+                result.best_top1,
+            )
+        )
+    wall_seconds = time.perf_counter() - start
+    report = write_report(out_dir, recipe, results, latency_batch_size, torch_device, wall_seconds)
+    if progress:
+        print(f"wrote {report} ({wall_seconds / 60:.1f} min)", file=sys.stderr)
+    return results

@@ -1,0 +1,69 @@
+"""`fmdconv compare` on a tiny synthetic setting: the table, results.json and the PNG plots."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from fmdconv.metrics import ies, rcs
+from fmdconv.train.compare import DEFAULT_METHODS, PLOT_FILES, compare
+from test_train import TINY, run_command
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_compare_writes_the_table_results_and_plots(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recipe = TINY.replace(subset=64, test_subset=32, epochs=1)
+    results = compare(recipe, tmp_path, progress=False)
+    assert [r.method for r in results] == list(DEFAULT_METHODS)
+    assert [r.label for r in results] == ["Static", "CondConv", "DyConv", "ODConv", "FMDConv"]
+    static, *dynamic = results
+    assert all(r.params > static.params and r.macs > static.macs for r in dynamic)
+    for r in results:
+        assert r.seconds_per_epoch > 0 and r.latency_seconds > 0 and 0 <= r.top1 <= r.top5 <= 1
+        assert r.ies == ies(r.seconds_per_epoch, r.top1) and r.rcs == rcs(r.seconds_per_epoch, r.top1)
+        assert (Path(r.run_dir) / "last.pt").is_file()
+
+    report = (tmp_path / "report.md").read_text()
+    table = [line for line in report.splitlines() if line.startswith("|")]
+    assert table[0].startswith(
+        "| Method | Params | MACs | Train time / epoch | Latency (batch 1) | Top-1 | Top-5"
+    )
+    assert len(table) == 2 + len(results)
+    assert table[-1].startswith("| FMDConv |") and f"{results[-1].top1:.2%}" in table[-1]
+    for name in PLOT_FILES.values():
+        assert f"]({name})" in report
+        with Image.open(tmp_path / name) as image:
+            assert image.format == "PNG" and image.width > 300
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert [m["top1"] for m in saved["methods"]] == [r.top1 for r in results]
+    assert saved["recipe"]["dataset"] == "synthetic" and saved["wall_seconds"] > 0
+    assert not list(tmp_path.glob(".*tmp*"))
+
+    # Running it again continues in the same folder: finished runs are reused, not retrained.
+    recipe.save(tmp_path / "recipe.json")
+    command = ["compare", "--recipe", str(tmp_path / "recipe.json"), "--methods", "static", "fmd"]
+    command += ["--out", str(tmp_path), "--no-progress"]
+    assert run_command(command) == 0
+    printed = capsys.readouterr().out
+    rows = [line for line in printed.splitlines() if line.startswith("| ")]
+    assert [row.split(" | ")[0] for row in rows] == ["| Method", "| Static", "| FMDConv"]
+    assert json.loads((tmp_path / "results.json").read_text())["methods"][1]["top1"] == results[-1].top1
+
+    assert run_command([*command, "--lr", "0.5"]) == 2
+    assert "cannot resume with different lr" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="methods must be distinct names"):
+        compare(recipe, tmp_path, methods=("fmd", "fmd"))

@@ -1,0 +1,310 @@
+"""Training end to end on synthetic data: recipes, schedules, temperatures, checkpoints, resume, CLI."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from fmdconv.cli import compare as compare_command
+from fmdconv.cli import eval as eval_command
+from fmdconv.cli import train as train_command
+from fmdconv.layers import LinearTemperature, dynamic_layers
+from fmdconv.train import checkpoint as checkpoint_module
+from fmdconv.train import trainer as trainer_module
+from fmdconv.train.checkpoint import load_checkpoint, save_checkpoint
+from fmdconv.train.logging import METRICS_FILE, read_metrics
+from fmdconv.train.progress import ProgressBar
+from fmdconv.train.recipe import Recipe, load_recipe, packaged_recipes
+from fmdconv.train.trainer import LearningRateSchedule, Trainer, load_trained_model, train
+
+# A run small enough for a test: 128 synthetic 16x16 images, 4 iterations of 32 per epoch.
+TINY = Recipe(
+    model="mobilenet_v2",
+    width=0.25,
+    stem="cifar",
+    dataset="synthetic",
+    image_size=16,
+    subset=128,
+    test_subset=64,
+    epochs=2,
+    batch_size=32,
+    lr=0.02,
+    schedule="cosine",
+    milestones=(),
+    temperature_warm_epochs=1,
+)
+ITERS_PER_EPOCH = 4
+
+
+def run_command(argv: list[str]) -> int:
+    """Run an fmdconv command as the ``fmdconv`` executable does, with this package's commands."""
+    parser = argparse.ArgumentParser(prog="fmdconv")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for command in (train_command, eval_command, compare_command):
+        command.register(subparsers)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models run fastest on one thread, and results do not depend on the thread count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_packaged_recipes_load_and_match_spec() -> None:
+    assert set(packaged_recipes()) >= {"imagenet_resnet", "imagenet_mobilenetv2", "cifar", "fashion_mnist"}
+    imagenet = load_recipe("imagenet_resnet")
+    assert (imagenet.lr, imagenet.weight_decay, imagenet.epochs, imagenet.batch_size) == (0.1, 1e-4, 100, 256)
+    assert (imagenet.schedule, imagenet.milestones, imagenet.momentum) == ("step", (30, 60, 90), 0.9)
+    mobilenet = load_recipe("imagenet_mobilenetv2")
+    assert (mobilenet.lr, mobilenet.schedule, mobilenet.epochs, mobilenet.weight_decay) == (
+        0.05,
+        "cosine",
+        150,
+        4e-5,
+    )
+    cifar = load_recipe("cifar")
+    assert (cifar.stem, cifar.batch_size, cifar.kernel_num, cifar.milestones) == (
+        "cifar",
+        64,
+        4,
+        (30, 60, 90),
+    )
+    assert load_recipe("fashion_mnist").dataset == "fashion_mnist"
+
+
+def test_recipe_files_overrides_and_errors(tmp_path: Path) -> None:
+    path = tmp_path / "mine.json"
+    TINY.replace(lr=0.3).save(path)
+    assert load_recipe(path) == TINY.replace(lr=0.3)
+    path.write_text(json.dumps({"lr": 0.2, "learning_rate": 0.1}))
+    with pytest.raises(
+        ValueError, match=r"unknown recipe setting.*learning_rate.*valid settings: model, conv"
+    ):
+        load_recipe(path)
+    with pytest.raises(ValueError, match="packaged recipe"):
+        load_recipe("no_such_recipe")
+    with pytest.raises(ValueError, match="schedule must be one of step, cosine"):
+        TINY.replace(schedule="linear")
+    with pytest.raises(ValueError, match="lr must be a number"):
+        TINY.replace(lr="0.1")
+    with pytest.raises(ValueError, match="milestones must be increasing"):
+        TINY.replace(milestones=(60, 30))
+
+
+def test_learning_rate_schedule_values() -> None:
+    step = LearningRateSchedule("step", iters_per_epoch=10, epochs=9, milestones=(3, 6), gamma=0.1)
+    assert [step(t) for t in (0, 29, 30, 59, 60, 89)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    warm = LearningRateSchedule("step", iters_per_epoch=10, epochs=9, warmup_epochs=0.5, milestones=(3,))
+    assert [warm(t) for t in (0, 1, 4, 5, 30)] == pytest.approx([0.2, 0.4, 1.0, 1.0, 0.1])
+    cosine = LearningRateSchedule("cosine", iters_per_epoch=10, epochs=4, warmup_epochs=2)
+    assert [cosine(t) for t in (0, 19, 20, 30, 40)] == pytest.approx([0.05, 1.0, 1.0, 0.5, 0.0])
+    assert cosine(25) == pytest.approx(0.5 * (1 + math.cos(math.pi * 5 / 20)))
+
+
+def test_a_few_iterations_train_and_write_readable_outputs(tmp_path: Path) -> None:
+    recipe = TINY.replace(conv="static", lr=0.05, subset=256, epochs=2)
+    result = train(recipe, tmp_path, progress=False)
+    assert [r["epoch"] for r in result.history] == [1, 2]
+    assert result.history[1]["train_loss"] < result.history[0]["train_loss"]
+    assert result.history[0]["test_images"] == 64
+    records = read_metrics(tmp_path / METRICS_FILE)
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    assert epochs == result.history
+    steps = [r for r in records if r["kind"] == "step"]
+    assert [r["iteration"] for r in steps] == list(range(1, 17))
+    assert steps[0]["lr"] == pytest.approx(0.05 * 0.5 * (1 + math.cos(math.pi / 16)))
+
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    top1 = events.Scalars("epoch/test_top1")
+    assert [(s.step, s.value) for s in top1] == [(8, pytest.approx(e["test_top1"])) for e in epochs[:1]] + [
+        (16, pytest.approx(epochs[1]["test_top1"]))
+    ]
+    assert len(events.Scalars("step/loss")) == 16
+
+    checkpoint = load_checkpoint(tmp_path / "last.pt")
+    assert (checkpoint["epoch"], checkpoint["iteration"]) == (2, 16)
+    assert Recipe.from_dict(checkpoint["recipe"]) == recipe
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert best["epoch"] == result.best_epoch
+    model, loaded_recipe, _ = load_trained_model(tmp_path / "best.pt")
+    assert loaded_recipe == recipe and not model.training
+
+
+def test_layers_see_the_scheduled_temperature_at_each_iteration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[bool, float, float]] = []
+    build_model = trainer_module.build_model
+
+    def recording_build_model(recipe: Recipe) -> torch.nn.Module:
+        model = build_model(recipe)
+        layer = dynamic_layers(model)[0]
+        layer.register_forward_pre_hook(
+            lambda module, _: seen.append(
+                (module.training, float(module.gate_temperature), float(module.kernel_temperature))
+            )
+        )
+        return model
+
+    monkeypatch.setattr(trainer_module, "build_model", recording_build_model)
+    recipe = TINY.replace(conv="fmd", temperature_warm_epochs=1.5, test_subset=32)
+    train(recipe, tmp_path, progress=False, tensorboard=False)
+    gate = LinearTemperature(ITERS_PER_EPOCH, start=30.0, warm_epochs=1.5)
+    kernel = LinearTemperature(ITERS_PER_EPOCH, start=34.0, warm_epochs=1.5)
+    iterations = range(1, 2 * ITERS_PER_EPOCH + 1)
+    training = [(g, k) for is_training, g, k in seen if is_training]
+    assert [g for g, _ in training] == pytest.approx([gate(t) for t in iterations])
+    assert [k for _, k in training] == pytest.approx([kernel(t) for t in iterations])
+    assert training[0] == pytest.approx((30 - 29 / 6, 34 - 33 / 6))  # t = 1 of N = 6
+    assert training[-1] == (1.0, 1.0)
+    evaluation = [(g, k) for is_training, g, k in seen if not is_training]
+    assert evaluation[0] == pytest.approx((gate(ITERS_PER_EPOCH), kernel(ITERS_PER_EPOCH)))
+    model, _, _ = load_trained_model(tmp_path / "last.pt")  # the temperature travels with the weights
+    assert (
+        float(dynamic_layers(model)[0].gate_temperature),
+        float(dynamic_layers(model)[0].kernel_temperature),
+    ) == (
+        1.0,
+        1.0,
+    )
+
+
+def test_resume_after_a_kill_equals_the_uninterrupted_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Dropout draws from the global generator and the data order is reshuffled every epoch, so
+    # both must be restored exactly for the weights to match.
+    recipe = TINY.replace(conv="fmd", dropout=0.2, epochs=3)
+    uninterrupted = train(recipe, tmp_path / "whole", progress=False, tensorboard=False)
+
+    batches = Trainer._batches
+
+    def killed_in_epoch_two(self: Trainer, loader: object) -> Iterator[object]:
+        for index, batch in enumerate(batches(self, loader)):
+            if self.epoch == 1 and index == 2:
+                raise KeyboardInterrupt  # the process dies mid-epoch
+            yield batch
+
+    monkeypatch.setattr(Trainer, "_batches", killed_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe, tmp_path / "killed", progress=False, tensorboard=False)
+    monkeypatch.setattr(Trainer, "_batches", batches)
+    assert load_checkpoint(tmp_path / "killed" / "last.pt")["epoch"] == 1
+    assert [p.name for p in (tmp_path / "killed").iterdir() if ".tmp" in p.name] == []
+    resumed = train(recipe, tmp_path / "killed", resume=True, progress=False, tensorboard=False)
+
+    whole = load_checkpoint(tmp_path / "whole" / "last.pt")
+    again = load_checkpoint(tmp_path / "killed" / "last.pt")
+    assert whole["model"].keys() == again["model"].keys()
+    for name, tensor in whole["model"].items():
+        assert torch.equal(tensor, again["model"][name]), name
+    for state, other in zip(
+        whole["optimizer"]["state"].values(), again["optimizer"]["state"].values(), strict=True
+    ):
+        assert torch.equal(state["momentum_buffer"], other["momentum_buffer"])
+    exact = ("train_loss", "train_top1", "test_top1", "test_top5", "test_loss", "lr", "gate_temperature")
+    for a, b in zip(uninterrupted.history, resumed.history, strict=True):
+        assert {k: a[k] for k in exact} == {k: b[k] for k in exact}
+    steps = [r["iteration"] for r in read_metrics(tmp_path / "killed" / METRICS_FILE) if r["kind"] == "step"]
+    assert steps == list(range(1, 13))  # the lost partial epoch left no records behind
+
+
+def test_checkpoints_are_written_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"epoch": 1, "weights": torch.arange(4.0)})
+
+    def crash_half_way(state: object, file: Path) -> None:
+        Path(file).write_bytes(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", crash_half_way)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, {"epoch": 2})
+    assert load_checkpoint(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        load_checkpoint(path)
+
+
+def test_bf16_mixed_precision_trains_on_cpu(tmp_path: Path) -> None:
+    result = train(
+        TINY.replace(conv="fmd", precision="bf16", epochs=1), tmp_path, progress=False, tensorboard=False
+    )
+    assert math.isfinite(result.final["train_loss"])
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        train(TINY.replace(precision="fp16"), tmp_path / "fp16", device="cpu")
+
+
+def test_train_and_eval_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    flags = ["--dataset", "synthetic", "--model", "mobilenet_v2", "--width", "0.25", "--stem", "cifar"]
+    flags += ["--image-size", "16", "--subset", "64", "--test-subset", "32", "--batch-size", "32"]
+    flags += ["--epochs", "1", "--lr", "0.02", "--conv", "od", "--temperature-warm-epochs", "1"]
+    assert run_command(["train", *flags, "--out", str(out), "--no-progress", "--no-tensorboard"]) == 0
+    assert "1 epochs, test top-1" in capsys.readouterr().out
+    assert run_command(["train", *flags, "--out", str(out)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert run_command(["train", "--out", str(out), "--resume", "--lr", "0.5"]) == 2
+    assert "cannot resume with different lr" in capsys.readouterr().err
+    assert run_command(["train", "--out", str(out), "--resume", "--epochs", "2", "--no-progress"]) == 0
+    assert load_checkpoint(out / "last.pt")["epoch"] == 2
+    assert "2 epochs" in capsys.readouterr().out
+
+    assert (
+        run_command(["eval", str(out / "last.pt"), "--json", "--latency-repeats", "2", "--no-progress"]) == 0
+    )
+    report = json.loads(capsys.readouterr().out)
+    final = load_checkpoint(out / "last.pt")["history"][-1]
+    assert (report["top1"], report["top5"], report["images"]) == (final["test_top1"], final["test_top5"], 32)
+    assert report["latency"]["batch_size"] == 1 and report["latency"]["median_s"] > 0
+    assert run_command(["eval", str(out / "best.pt"), "--latency-repeats", "1", "--no-progress"]) == 0
+    assert "top-1" in capsys.readouterr().out
+
+    assert (
+        run_command(
+            ["train", "--dataset", "cifar10", "--data-dir", str(tmp_path), "--out", str(tmp_path / "c")]
+        )
+        == 1
+    )
+    assert "cifar10 not found" in capsys.readouterr().err
+    assert run_command(["train", "--dataset", "mnist", "--out", str(tmp_path / "m")]) == 2
+    assert "dataset must be one of" in capsys.readouterr().err
+    assert run_command(["eval", str(tmp_path / "missing.pt")]) == 1
+
+
+def test_progress_bar_on_a_terminal_and_in_a_log() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    log = io.StringIO()
+    bar = ProgressBar(8, "epoch 1/1", stream=log, report_percent=50)
+    for _ in range(8):
+        bar.update(32, loss=0.5, acc=0.75)
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("epoch 1/1 [") and "4/8 loss 0.5 acc 0.75" in lines[0]
+    assert "img/s" in lines[1] and "ETA 0:00" in lines[1]
+    terminal = Terminal()
+    bar = ProgressBar(3, "test", stream=terminal)
+    for _ in range(3):
+        bar.update(1, top1=1.0)
+    drawn = terminal.getvalue()
+    assert drawn.startswith("\r\033[K") and drawn.endswith("\n") and "3/3 top1 1 |" in drawn
+    silent = io.StringIO()
+    ProgressBar(2, "x", stream=silent, enabled=False).update(1)
+    assert silent.getvalue() == ""
