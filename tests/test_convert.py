@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from fmdconv.convert import convert
+from fmdconv.models import convert
 from fmdconv.layers import DynamicConv2d, conv_type
 from fmdconv.models import create_model
 

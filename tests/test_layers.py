@@ -170,6 +170,7 @@ def test_widths_and_defaults_follow_the_papers():
     assert layer.kernel_path.fc1.out_features == 129  # int(512 * 0.25) + 1
     assert FMDConv2d(64, 64, 3).gate.fc.out_features == 16  # the floor
     assert DyConv2d(3, 64, 3, kernel_num=4).kernel_path.fc1.out_features == 4  # C_in == 3: h = n
+    assert DyConv2d(64, 64, 3, hidden_extra=0).kernel_path.fc1.out_features == 16  # the ODConv paper's DyConv
     assert ODConv2d(64, 64, 3, reduction=0.25).gate.fc.out_features == 16
     assert ODConv2d(64, 64, 3).bias is None
     assert FMDConv2d(64, 64, 3).bias.shape == (4, 64)
@@ -257,6 +258,8 @@ def test_create_conv2d_builds_every_kind():
         (lambda: ODConv2d(8, 8, 3, reduction=0.0), r"reduction must be in \(0, 1\]"),
         (lambda: ODConv2d(8, 8, 3, reduction=1.5), r"reduction must be in \(0, 1\]"),
         (lambda: DyConv2d(8, 8, 3, reduction=0.5), "DyConv2d has no use for reduction"),
+        (lambda: ODConv2d(8, 8, 3, hidden_extra=0), "ODConv2d has no use for hidden_extra"),
+        (lambda: DyConv2d(8, 8, 3, hidden_extra=-1), "hidden_extra must be an int >= 0"),
         (lambda: CondConv2d(8, 8, 3, kernel_temperature=2.0), "CondConv2d has no use for kernel_temperature"),
         (lambda: FMDConv2d(8, 8, 3, gate_temperature=0.0), "gate_temperature must be > 0"),
         (lambda: FMDConv2d(8, 8, 3, padding="full"), "padding must be an int, a pair of ints, 'same' or"),

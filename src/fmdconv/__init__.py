@@ -17,7 +17,13 @@ __version__ = "0.1.0"
 
 _SUBPACKAGES = ("models", "data", "train", "metrics", "profiling", "explain", "viz", "compat")
 # Public functions that live in a subpackage: name -> module.
-_LAZY_NAMES: dict[str, str] = {}
+_LAZY_NAMES: dict[str, str] = {
+    "create_model": "fmdconv.models",
+    "list_models": "fmdconv.models",
+    "convert": "fmdconv.models",
+    "profile": "fmdconv.profiling",
+    "measure_speed": "fmdconv.profiling",
+}
 
 __all__ = [*_layers_all, *_SUBPACKAGES, *_LAZY_NAMES]
 

@@ -66,8 +66,10 @@ class DynamicConv2d(nn.Module):
         kernel_num: number of static kernels n (``K`` / experts in the papers).
         reduction: gate-trunk width as a fraction of ``in_channels`` (default 1/16) ...
         min_channels: ... but at least this many channels (default 16).
-        hidden_ratio: width of the kernel MLP as a fraction of ``in_channels`` (default 0.25, plus 1;
-            ``kernel_num`` when ``in_channels`` is 3, as in the DyConv code).
+        hidden_ratio: width of the kernel MLP as a fraction of ``in_channels`` (default 0.25) ...
+        hidden_extra: ... plus this many units (default 1, as in the current DyConv code; 0 gives the
+            narrower MLP whose counts the ODConv paper reports for DyConv). The width is
+            ``kernel_num`` when ``in_channels`` is 3, as in the DyConv code.
         gate_temperature, kernel_temperature: initial temperatures (defaults: the spec's).
 
     Attributes:
@@ -98,6 +100,7 @@ class DynamicConv2d(nn.Module):
         reduction: float | None = None,
         min_channels: int | None = None,
         hidden_ratio: float | None = None,
+        hidden_extra: int | None = None,
         gate_temperature: float | None = None,
         kernel_temperature: float | None = None,
     ) -> None:
@@ -120,18 +123,22 @@ class DynamicConv2d(nn.Module):
             reduction=(reduction, spec.has_trunk),
             min_channels=(min_channels, spec.has_trunk),
             hidden_ratio=(hidden_ratio, spec.kernel_source == "mlp"),
+            hidden_extra=(hidden_extra, spec.kernel_source == "mlp"),
             gate_temperature=(gate_temperature, spec.gate_temperature is not None),
             kernel_temperature=(kernel_temperature, spec.kernel_temperature is not None),
         )
         reduction = 1 / 16 if reduction is None else reduction
         min_channels = 16 if min_channels is None else min_channels
         hidden_ratio = 0.25 if hidden_ratio is None else hidden_ratio
+        hidden_extra = 1 if hidden_extra is None else hidden_extra
         if not 0 < reduction <= 1:
             raise ValueError(f"{name}: reduction must be in (0, 1], got {reduction!r}")
         if not isinstance(min_channels, int) or min_channels < 1:
             raise ValueError(f"{name}: min_channels must be an int >= 1, got {min_channels!r}")
         if not 0 < hidden_ratio <= 1:
             raise ValueError(f"{name}: hidden_ratio must be in (0, 1], got {hidden_ratio!r}")
+        if not isinstance(hidden_extra, int) or hidden_extra < 0:
+            raise ValueError(f"{name}: hidden_extra must be an int >= 0, got {hidden_extra!r}")
 
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -160,7 +167,9 @@ class DynamicConv2d(nn.Module):
         self.gate = GateTrunk(in_channels, trunk_width, heads, **factory) if heads else None
         self.kernel_path: nn.Module | None = None
         if self._has_kernel_attention(kernel_num) and spec.kernel_source == "mlp":
-            hidden = kernel_num if in_channels == 3 else int(in_channels * hidden_ratio) + 1
+            hidden = (
+                kernel_num if in_channels == 3 else max(1, int(in_channels * hidden_ratio) + hidden_extra)
+            )
             self.kernel_path = KernelMLP(in_channels, hidden, kernel_num, **factory)
         elif self._has_kernel_attention(kernel_num) and spec.kernel_source == "routing":
             self.kernel_path = KernelRouting(in_channels, kernel_num, **factory)

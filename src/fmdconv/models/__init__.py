@@ -1,6 +1,7 @@
 """Backbones (ResNet, MobileNetV2) built with any convolution of the family."""
 
 from fmdconv.models.conv_factory import REPLACED_ROLES, ROLES, ConvFactory
+from fmdconv.models.convert import convert
 from fmdconv.models.features import FeatureBackbone, FeatureInfo
 from fmdconv.models.mobilenetv2 import MobileNetV2
 from fmdconv.models.registry import create_model, list_models
@@ -14,6 +15,7 @@ __all__ = [
     "FeatureInfo",
     "MobileNetV2",
     "ResNet",
+    "convert",
     "create_model",
     "list_models",
 ]
