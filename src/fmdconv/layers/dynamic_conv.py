@@ -301,7 +301,9 @@ class DynamicConv2d(nn.Module):
         attentions = self._attentions(x)
         formulation = self.formulation
         if formulation == "auto":
-            formulation = choose_formulation(attentions, self.kernel_num, self._geometry, x.shape)
+            formulation = choose_formulation(
+                attentions, self.kernel_num, self._geometry, x.shape, self.out_channels
+            )
         y = CONVOLUTIONS[formulation](x, self.weight, self.bias, attentions, self._geometry)
         return y[0] if unbatched else y
 

@@ -35,12 +35,11 @@ from torch import Tensor
 Formulation = Literal["grouped", "mixed", "matmul"]
 FORMULATIONS: tuple[str, ...] = ("auto", "grouped", "mixed", "matmul")
 
-# Cost model, in units of one multiply-accumulate of a static convolution (2-core CPU, SPEC section 5):
-# writing one element of a per-sample kernel costs about this many MACs per mixed kernel ...
-KERNEL_MIX_COST_PER_KERNEL = 60
-# ... and a batch-folded grouped convolution pays this many extra MACs per kernel element, which
-# dominates when the output map is small.
-GROUPED_OVERHEAD = 200
+# "mixed" runs n convolutions instead of one; it wins while the (n - 1) extra multiply-adds per kernel
+# element and sample, (n - 1) * output pixels, stay below what building and using a per-sample kernel
+# costs per element. Measured on a 2-core CPU, fwd and fwd+bwd alike (docs/speed.md): the crossing is
+# between 4x4 and 8x8 output maps for n = 4 (at 7x7 the two tie).
+MIXED_MAX_EXTRA_PIXELS = 150
 
 
 @dataclass(frozen=True)
@@ -82,21 +81,26 @@ def choose_formulation(
     kernel_num: int,
     geometry: ConvGeometry,
     input_shape: torch.Size,
+    out_channels: int,
 ) -> Formulation:
-    """The cheapest exact formulation for this call (see the module docstring)."""
-    varies_per_sample = "kernel" in attentions or "spatial" in attentions
+    """The cheapest exact formulation for this call (see the module docstring and docs/speed.md).
+
+    1. Without spatial attention and with one kernel per sample up to a scale (n = 1, or no kernel
+       attention), ``mixed`` is a static convolution plus scalings: always the cheapest.
+    2. At batch > 1, ``mixed`` while its n-fold compute stays small (small output maps).
+    3. Otherwise a per-sample kernel: ``matmul`` for 1x1 kernels and where the output map has fewer
+       pixels than a group has output channels (im2col columns smaller than the kernel); ``grouped``
+       where maps are large.
+    """
     mixable = "spatial" not in attentions
     if is_exporting():
         return "mixed" if mixable else "matmul"
-    if not varies_per_sample or input_shape[0] == 1:
-        return "grouped"
+    batch = input_shape[0]
     out_h, out_w = geometry.output_size(input_shape[-2], input_shape[-1])
-    out_pixels = out_h * out_w
-    # Per kernel element and sample: mixed pays n convolutions over the map; grouped pays one,
-    # plus building the kernel and the grouped-convolution overhead.
-    if mixable and (kernel_num - 1) * out_pixels < GROUPED_OVERHEAD + KERNEL_MIX_COST_PER_KERNEL * kernel_num:
+    mixes = "kernel" in attentions and kernel_num > 1
+    if mixable and (not mixes or (batch > 1 and (kernel_num - 1) * out_h * out_w <= MIXED_MAX_EXTRA_PIXELS)):
         return "mixed"
-    if geometry.kernel_size == (1, 1):
+    if geometry.kernel_size == (1, 1) or out_h * out_w < out_channels // geometry.groups:
         return "matmul"
     return "grouped"
 
