@@ -1,11 +1,14 @@
 """Grad-CAM++ per attention (the FMDConv paper's Figure 4): variants, restored state, layers, grid, inputs."""
 
+import argparse
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from torch import nn
 
+from fmdconv.cli import cam as cam_command
 from fmdconv.explain import (
     GradCAMPlusPlus,
     attention_state,
@@ -18,6 +21,9 @@ from fmdconv.explain import (
     save_attention_grid,
 )
 from fmdconv.layers import FMDConv2d, ODConv2d, dynamic_layers, set_attentions, set_temperature
+from fmdconv.train.checkpoint import save_checkpoint
+from fmdconv.train.recipe import Recipe
+from fmdconv.train.trainer import build_model
 
 IMAGES = torch.randn(3, 3, 12, 12)
 
@@ -64,7 +70,7 @@ def test_bad_layer_name_lists_the_valid_names() -> None:
     assert find_layer(model, "1.0") is model[1][0]
     with pytest.raises(ValueError, match=r"'layer9'.*Valid names: 0, 1, 1\.0, ") as error:
         explain_attentions(model, IMAGES, layer="layer9")
-    assert "2.0.gate" in str(error.value)
+    assert "2.0.gate" not in str(error.value)  # attention paths output vectors, not feature maps
 
 
 def test_each_variant_is_gradcam_with_only_that_attention_and_the_state_comes_back() -> None:
@@ -155,3 +161,34 @@ def test_images_from_the_synthetic_dataset_undo_the_normalisation() -> None:
     torch.testing.assert_close(batch.pictures, (batch.inputs * 0.3 + 0.5).clamp(0, 1))
     with pytest.raises(ValueError, match="count must be a positive int"):
         images_from_dataset("synthetic", 0)
+
+
+def cam_main(argv: list[str]) -> int:
+    """Run ``fmdconv cam`` through its own parser (the sub-command registered alone)."""
+    parser = argparse.ArgumentParser(prog="fmdconv")
+    cam_command.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+def test_cam_command_draws_files_and_dataset_images_from_a_checkpoint(tmp_path, capsys) -> None:
+    recipe = Recipe(model="mobilenet_v2", width=0.25, stem="cifar", dataset="synthetic", image_size=32)
+    checkpoint = tmp_path / "best.pt"
+    save_checkpoint(checkpoint, {"model": build_model(recipe).state_dict(), "recipe": recipe.to_dict()})
+    picture = tmp_path / "photo.png"
+    Image.fromarray(np.full((40, 40, 3), 200, dtype=np.uint8)).save(picture)
+    out = tmp_path / "grid.png"
+
+    code = cam_main(["cam", str(checkpoint), str(picture), "--from-dataset", "2", "--out", str(out)])
+
+    assert code == 0, capsys.readouterr().err
+    assert "layer features.18, columns input, kernel, output, all" in capsys.readouterr().err
+    with Image.open(out) as grid:
+        width, height = grid.size
+    assert width > height  # 5 columns, 3 rows
+    assert (
+        cam_main(["cam", str(checkpoint), "--from-dataset", "1", "--layer", "head", "--out", str(out)]) == 2
+    )
+    assert "Valid names: features, features.0, " in capsys.readouterr().err
+    assert cam_main(["cam", str(checkpoint), "--out", str(out)]) == 2
+    assert "give image files, --from-dataset N, or both" in capsys.readouterr().err

@@ -115,11 +115,20 @@ def default_target_layer(model: nn.Module) -> str:
 def find_layer(model: nn.Module, name: str) -> nn.Module:
     """The submodule of ``model`` called ``name`` in ``model.named_modules()``.
 
+    The attention paths inside a dynamic convolution are not valid targets (they output attention
+    vectors, not feature maps).
+
     Raises:
-        ValueError: no submodule has that name; the message lists the valid names.
+        ValueError: no valid submodule has that name; the message lists the valid names.
     """
-    modules = dict(model.named_modules())
-    modules.pop("", None)
+    modules: dict[str, nn.Module] = {}
+    inside_dynamic: list[str] = []
+    for module_name, module in model.named_modules():
+        if not module_name or any(module_name.startswith(f"{outer}.") for outer in inside_dynamic):
+            continue
+        modules[module_name] = module
+        if isinstance(module, DynamicConv2d):
+            inside_dynamic.append(module_name)
     if name not in modules:
         raise ValueError(
             f"layer must name a submodule of the model; got {name!r}. Valid names: {', '.join(modules)}"
