@@ -1,0 +1,66 @@
+"""``fmdconv ablate``: one training per value of one factor, then a table and a Figure-5-style plot.
+
+Examples::
+
+    fmdconv ablate --factor temperature --out runs/ablate-temperature
+    fmdconv ablate --factor kernel_num --values 1 2 4 --epochs 2 --out runs/ablate-n
+    fmdconv ablate --factor attentions --values all input+output kernel --out runs/ablate-attn
+
+Every recipe setting has a flag, as in ``fmdconv train``; the factor's own setting comes from
+``--values`` (see docs/explain.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fmdconv.cli.train import add_recipe_arguments, recipe_from_args, recipe_overrides, report_errors
+from fmdconv.explain.ablation import FACTORS, REPORT_FILE, ablate, markdown_table
+
+
+@report_errors
+def run_ablate(args: argparse.Namespace) -> int:
+    factor = FACTORS[args.factor]
+    if factor.setting is not None and factor.setting in recipe_overrides(args):
+        flag = "--" + factor.setting.replace("_", "-")
+        raise ValueError(f"{flag} is what --factor {factor.name} varies; give its values with --values")
+    recipe = recipe_from_args(args)
+    results = ablate(
+        recipe,
+        factor.name,
+        args.out,
+        values=args.values,
+        device=args.device,
+        progress=not args.no_progress,
+        tensorboard=args.tensorboard,
+    )
+    print(markdown_table(factor, results), end="")
+    print(f"report: {Path(args.out) / REPORT_FILE}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "ablate",
+        help="train once per value of one factor and report (Figure 5)",
+        description=(
+            "Train the recipe once per value of one factor, everything else equal, and write report.md, "
+            "results.json and ablation.png (top-1 and top-5 against the factor) to --out. Factors: "
+            "temperature (initial kernel temperature; default values 34 40 52 61 100, the FMDConv "
+            "authors' study), kernel_num (default 1 2 4 8), schedule (kernel-temperature schedule: "
+            "degraded constant step), attentions (attentions kept: all, none, or names joined by +, "
+            "e.g. input+output; default: all, each of the model's attentions alone, none). Runs already "
+            "in --out are resumed, finished ones reused."
+        ),
+    )
+    parser.add_argument("--factor", required=True, choices=list(FACTORS), help="what to vary")
+    parser.add_argument(
+        "--values", nargs="+", metavar="VALUE", help="values of the factor (default: the factor's own list)"
+    )
+    parser.add_argument("--out", required=True, help="report folder; runs go to OUT/runs/<factor>-<value>/")
+    add_recipe_arguments(parser)
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--no-progress", action="store_true", help="draw no progress bars")
+    parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files")
+    parser.set_defaults(run=run_ablate)
