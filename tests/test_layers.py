@@ -22,6 +22,7 @@ from fmdconv import (
     set_formulation,
     set_temperature,
 )
+from fmdconv.layers.formulations import choose_formulation
 from reference import reference_forward
 
 METHODS = (CondConv2d, DyConv2d, ODConv2d, FMDConv2d)
@@ -229,6 +230,43 @@ def test_ablation_switches_count_as_one():
     assert set(layer.attentions(x)) == {"input", "output", "kernel"}
     with pytest.raises(ValueError, match="accepted"):
         set_attentions(layer, channel=False)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_attentions_on_the_feature_maps_match_the_reference(method):
+    layer = randomise(method(6, 8, 3, stride=2, padding=1, groups=2, kernel_num=3))
+    layer.fold_attentions = False
+    assert_matches_reference(layer, torch.randn(3, 6, 9, 9))
+    assert_matches_reference(layer, torch.randn(1, 6, 9, 9))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_channels_last_input_matches_the_reference(method):
+    layer = randomise(method(8, 8, 3, padding=1, kernel_num=4))
+    x = torch.randn(4, 8, 6, 6).to(memory_format=torch.channels_last)
+    assert_matches_reference(layer, x)
+    assert_matches_reference(layer, x[:1])
+
+
+def choice(layer: DynamicConv2d, shape: tuple[int, ...]) -> str:
+    x = torch.randn(*shape)
+    attentions = layer.attentions(x)
+    return choose_formulation(attentions, layer.kernel_num, layer._geometry, x.shape, layer.out_channels)
+
+
+def test_the_rule_picks_the_dedicated_paths():
+    deep = FMDConv2d(64, 64, 3, padding=1, kernel_num=4)
+    assert choice(deep, (8, 64, 4, 4)) == "mixed"  # small map: n convolutions are cheap
+    assert choice(deep, (1, 64, 4, 4)) == "matmul"  # batch 1: one kernel to build
+    assert choice(deep, (8, 64, 32, 32)) == "grouped"  # large map: the per-sample kernel is cheap
+    assert choice(FMDConv2d(64, 64, 3, padding=1, kernel_num=1), (1, 64, 32, 32)) == "mixed"  # static conv
+    assert choice(CondConv2d(64, 64, 3, padding=1, kernel_num=1), (8, 64, 32, 32)) == "mixed"
+    assert choice(FMDConv2d(64, 64, 1, kernel_num=4), (8, 64, 32, 32)) == "matmul"  # 1x1: a plain bmm
+    spatial = ODConv2d(64, 64, 3, padding=1, kernel_num=4)
+    assert choice(spatial, (8, 64, 4, 4)) == "matmul"  # never mixed with spatial attention
+    assert choice(spatial, (8, 64, 32, 32)) == "grouped"
+    set_attentions(deep, kernel=False)
+    assert choice(deep, (1, 64, 32, 32)) == "mixed"  # no kernel attention: one kernel for all samples
 
 
 def test_set_formulation():

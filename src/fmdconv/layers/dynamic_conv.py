@@ -20,7 +20,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fmdconv.layers.attention import GateTrunk, KernelMLP, KernelRouting
-from fmdconv.layers.formulations import CONVOLUTIONS, FORMULATIONS, ConvGeometry, choose_formulation
+from fmdconv.layers.formulations import (
+    CONVOLUTIONS,
+    FORMULATIONS,
+    ConvGeometry,
+    choose_formulation,
+    scale_channels,
+)
 from fmdconv.layers.helpers import PADDING_MODES, IntPair, PaddingArg, resolve_padding, to_pair
 
 ATTENTION_NAMES = ("input", "output", "spatial", "kernel")
@@ -77,6 +83,9 @@ class DynamicConv2d(nn.Module):
         bias: per-kernel biases (n, C_out), or None.
         formulation: ``"auto"`` (the cheapest exact one per call) or one of ``"grouped"``,
             ``"mixed"``, ``"matmul"`` (see :mod:`fmdconv.layers.formulations`).
+        fold_attentions: True (default) lets a formulation fold the input and output attentions
+            into per-sample kernels where that touches less memory; False scales the feature maps
+            with them, as the authors' code does (the speed benchmark's naive baseline).
         disabled_attentions: attentions switched off for ablations; each then counts as 1.
     """
 
@@ -152,6 +161,7 @@ class DynamicConv2d(nn.Module):
         self.padding_mode = padding_mode
         self.kernel_num = kernel_num
         self.formulation = "auto"
+        self.fold_attentions = True
         self.disabled_attentions: set[str] = set()
         self._geometry = self._make_geometry(explicit_padding)
 
@@ -304,7 +314,15 @@ class DynamicConv2d(nn.Module):
             formulation = choose_formulation(
                 attentions, self.kernel_num, self._geometry, x.shape, self.out_channels
             )
-        y = CONVOLUTIONS[formulation](x, self.weight, self.bias, attentions, self._geometry)
+        convolution = CONVOLUTIONS[formulation]
+        if self.fold_attentions:
+            y = convolution(x, self.weight, self.bias, attentions, self._geometry)
+        else:
+            on_maps = {name: attentions.pop(name) for name in ("input", "output") if name in attentions}
+            y = convolution(
+                scale_channels(x, on_maps.get("input")), self.weight, self.bias, attentions, self._geometry
+            )
+            y = scale_channels(y, on_maps.get("output"))
         return y[0] if unbatched else y
 
     def extra_repr(self) -> str:
