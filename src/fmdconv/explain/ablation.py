@@ -155,6 +155,8 @@ class AblationResult:
             at ``best_epoch``.
         epochs: epochs trained.
         seconds_per_epoch: mean training wall time per epoch.
+        run_seconds: wall time of the whole run, training and evaluation of every epoch (also when
+            the run was finished earlier and is reused).
         run_dir: the run's folder (``last.pt``, ``best.pt``, ``metrics.jsonl``).
     """
 
@@ -165,6 +167,7 @@ class AblationResult:
     best_epoch: int
     epochs: int
     seconds_per_epoch: float
+    run_seconds: float
     run_dir: str
 
 
@@ -286,6 +289,9 @@ def ablate(
                 best_epoch=outcome.best_epoch,
                 epochs=final["epoch"],
                 seconds_per_epoch=outcome.seconds_per_epoch,
+                run_seconds=sum(
+                    record["train_seconds"] + record["eval_seconds"] for record in outcome.history
+                ),
                 run_dir=str(run_dir),
             )
         )
@@ -338,13 +344,15 @@ def write_ablation_report(
         "wall_seconds": wall_seconds,
     }
     write_text_atomic(out_dir / RESULTS_FILE, json.dumps(summary, indent=2) + "\n")
+    run_minutes = sum(r.run_seconds for r in results) / 60
     varied = (
         f"recipe setting `{factor.setting}`" if factor.setting else "attentions switched off in every layer"
     )
     report = f"""# Ablation of {factor.label.lower()} on {recipe.dataset}
 
 Base recipe: {_recipe_summary(recipe)}. Varied: {factor.label.lower()} ({varied}); everything else
-equal. Machine: {machine}. Wall time of this `fmdconv ablate` run: {wall_seconds / 60:.1f} min.
+equal. Machine: {machine}. Training and evaluation took {run_minutes:.1f} min in all (summed over the
+runs); this `fmdconv ablate` call took {wall_seconds / 60:.1f} min (finished runs are reused).
 
 {markdown_table(factor, results)}
 - Top-1 / top-5: final epoch, test split; best top-1 over the epochs with its epoch. Train time /
