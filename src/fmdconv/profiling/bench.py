@@ -1,0 +1,462 @@
+"""The speed benchmark: dynamic ResNets against the static one, side by side (``fmdconv bench``).
+
+For each setting (architecture, stem, image size, batch size, mode) every variant is timed: the
+static network; each dynamic method at n = 1 and n = 4 with the automatic formulation; and the same
+dynamic network computed the naive way, every layer with the batch folded into the groups of one
+convolution and the channel attentions applied to the feature maps (what the authors' code does).
+The variants are timed in rounds, one iteration of each in turn, so that a change in the machine's
+load hits all of them alike; the first round is a warm-up. Each time is the median over the rounds,
+given with its quartiles, and every ratio compares medians of the same setting.
+
+Peak memory is the most memory one iteration adds to what the process already holds (models and
+inputs excluded), taken during the warm-up round. On CUDA it is ``torch.cuda.max_memory_allocated``.
+On CPU, where torch's allocator keeps no statistics and ``tracemalloc`` does not see its buffers, it
+is the peak resident set size (``VmHWM`` of ``/proc/self/status``, reset through
+``/proc/self/clear_refs``) minus the resident size just before, after ``malloc_trim`` has returned
+freed heap memory to the system; it includes everything the iteration touches (activations,
+gradients, per-sample kernels, oneDNN workspaces). Without ``/proc`` it is not measured.
+
+The CPU seconds that other processes used during each setting are recorded too, because a timing
+taken on a busy machine means less.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import platform
+import re
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fmdconv.layers import DynamicConv2d
+from fmdconv.models import create_model
+from fmdconv.profiling.speed import measure_speed
+
+DYNAMIC_KINDS = ("cond", "dy", "od", "fmd")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A network of the benchmark: ``conv`` kind, kernel number, and whether it is computed naively."""
+
+    conv: str
+    kernel_num: int = 1
+    naive: bool = False
+
+    @property
+    def name(self) -> str:
+        if self.conv == "static":
+            return "static"
+        return f"{self.conv} n={self.kernel_num}" + (" naive" if self.naive else "")
+
+
+STATIC = Variant("static")
+ALL_VARIANTS: tuple[Variant, ...] = (
+    STATIC,
+    *(Variant(kind, n, naive) for n in (1, 4) for naive in (False, True) for kind in DYNAMIC_KINDS),
+)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One measured situation: ``repeats`` timed rounds of ``variants`` after one warm-up round."""
+
+    arch: str
+    stem: str
+    image_size: int
+    batch_size: int
+    mode: str
+    repeats: int
+    variants: tuple[Variant, ...] = ALL_VARIANTS
+
+    @property
+    def name(self) -> str:
+        return f"{self.arch} {self.stem} {self.image_size}px b{self.batch_size} {self.mode}"
+
+
+def _full_grid(arch: str, rounds: tuple[int, int, int]) -> list[Setting]:
+    """The issue's five settings with every variant; ``rounds`` at batch 1, 64 (CIFAR) and 32 (ImageNet)."""
+    one, cifar, imagenet = rounds
+    return [
+        Setting(arch, "cifar", 32, 64, "train", cifar),
+        Setting(arch, "cifar", 32, 64, "inference", cifar),
+        Setting(arch, "imagenet", 224, 1, "inference", one),
+        Setting(arch, "imagenet", 224, 32, "train", imagenet),
+        Setting(arch, "imagenet", 224, 32, "inference", imagenet),
+    ]
+
+
+# Every variant everywhere: over an hour on 2 CPU cores.
+FULL_SETTINGS: tuple[Setting, ...] = (
+    *_full_grid("resnet18", (10, 2, 1)),
+    *_full_grid("resnet50", (10, 1, 1)),
+)
+
+# About 8 minutes on 2 quiet CPU cores. The naive computation of a training step (5-10x a static
+# one) is timed only for the two methods the FMDConv paper compares; the slower settings keep the
+# lean list; ResNet-50 is timed in inference only (a ResNet-50 training step at 224x224, batch 32,
+# takes about 10 s static and up to a minute dynamic: FULL_SETTINGS has it).
+_TRAINING = (
+    *(v for v in ALL_VARIANTS if not v.naive),
+    Variant("od", 4, naive=True),
+    Variant("fmd", 4, naive=True),
+)
+_LEAN = (
+    STATIC,
+    Variant("od", 1),
+    Variant("fmd", 1),
+    Variant("od", 4),
+    Variant("fmd", 4),
+    Variant("fmd", 4, True),
+)
+DEFAULT_SETTINGS: tuple[Setting, ...] = (
+    Setting("resnet18", "cifar", 32, 64, "train", 1, _TRAINING),
+    Setting("resnet18", "cifar", 32, 64, "inference", 1),
+    Setting("resnet18", "imagenet", 224, 1, "inference", 10),
+    Setting("resnet18", "imagenet", 224, 32, "train", 1, _LEAN),
+    Setting("resnet18", "imagenet", 224, 32, "inference", 1, _LEAN),
+    Setting("resnet50", "cifar", 32, 64, "inference", 1, _LEAN),
+    Setting("resnet50", "imagenet", 224, 1, "inference", 5, _LEAN),
+    Setting("resnet50", "imagenet", 224, 32, "inference", 1, _LEAN),
+)
+
+
+@contextmanager
+def naive_formulation(model: nn.Module) -> Iterator[None]:
+    """Compute every dynamic layer of ``model`` the naive way for the duration of the block."""
+    layers = [m for m in model.modules() if isinstance(m, DynamicConv2d)]
+    saved = [(layer.formulation, layer.fold_attentions) for layer in layers]
+    for layer in layers:
+        layer.formulation, layer.fold_attentions = "grouped", False
+    try:
+        yield
+    finally:
+        for layer, (formulation, fold) in zip(layers, saved, strict=True):
+            layer.formulation, layer.fold_attentions = formulation, fold
+
+
+def _cpu_jiffies() -> tuple[int, int] | None:
+    """Busy clock ticks of the whole machine and of this process, or None without /proc."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+        with open("/proc/self/stat") as own:
+            own_fields = own.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, int(own_fields[11]) + int(own_fields[12])
+
+
+def _other_processes_cpu(start: tuple[int, int] | None) -> float | None:
+    """CPU seconds used by other processes since ``start`` (a :func:`_cpu_jiffies` reading)."""
+    end = _cpu_jiffies()
+    if start is None or end is None:
+        return None
+    ticks = (end[0] - start[0]) - (end[1] - start[1])
+    return max(ticks, 0) / os.sysconf("SC_CLK_TCK")
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        match = re.search(rf"^{field}:\s+(\d+) kB", status.read(), re.MULTILINE)
+    if match is None:
+        raise OSError(f"{field} not in /proc/self/status")
+    return int(match.group(1))
+
+
+def _cpu_peak_memory_mib(run: Callable[[], object]) -> float | None:
+    """Peak resident memory added while ``run()`` runs, in MiB (see the module docstring)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+        before = _status_kib("VmRSS")
+    except OSError:
+        run()
+        return None
+    run()
+    return (_status_kib("VmHWM") - before) / 1024
+
+
+def _peak_memory_mib(run: Callable[[], object], device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return _cpu_peak_memory_mib(run)
+    torch.cuda.synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    run()
+    return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+
+
+def _build(arch: str, stem: str, variant: Variant, device: torch.device) -> nn.Module:
+    num_classes = 10 if stem == "cifar" else 1000
+    options = {} if variant.conv == "static" else {"kernel_num": variant.kernel_num}
+    return create_model(arch, conv=variant.conv, num_classes=num_classes, stem=stem, **options).to(device)
+
+
+def _time_once(
+    model: nn.Module, setting: Setting, variant: Variant, device: torch.device, threads: int
+) -> float:
+    """Seconds of one iteration of ``variant`` (computed naively when it says so)."""
+    size = (3, setting.image_size, setting.image_size)
+    with naive_formulation(model) if variant.naive else nullcontext():
+        result = measure_speed(
+            model, size, setting.batch_size, setting.mode, device, warmup=0, repeats=1, threads=threads
+        )
+    return result.times[0]
+
+
+def measure_setting(
+    setting: Setting, models: dict[tuple[str, int], nn.Module], device: torch.device, threads: int
+) -> dict[str, Any]:
+    """Time the variants of one setting side by side; ``models`` maps (conv, kernel_num) to a network."""
+    if not setting.variants or setting.variants[0] != STATIC:
+        raise ValueError(f"{setting.name}: the first variant must be static, the reference of every ratio")
+    start = _cpu_jiffies()
+    runs = {
+        variant: partial(
+            _time_once, models[variant.conv, variant.kernel_num], setting, variant, device, threads
+        )
+        for variant in setting.variants
+    }
+    memory = {variant: _peak_memory_mib(run, device) for variant, run in runs.items()}
+    times: dict[Variant, list[float]] = {variant: [] for variant in runs}
+    for _ in range(setting.repeats):
+        for variant, run in runs.items():
+            times[variant].append(run())
+    static = statistics.median(times[STATIC])
+    rows = []
+    for variant, values in times.items():
+        median = statistics.median(values)
+        rows.append(
+            {
+                "variant": variant.name,
+                **asdict(variant),
+                "median_s": median,
+                "min_s": min(values),
+                "max_s": max(values),
+                "times_s": values,
+                "relative_to_static": median / static,
+                "peak_memory_mib": memory[variant],
+            }
+        )
+    return {
+        "setting": setting.name,
+        **{key: value for key, value in asdict(setting).items() if key != "variants"},
+        "other_processes_cpu_s": _other_processes_cpu(start),
+        "results": rows,
+    }
+
+
+def run_benchmark(
+    settings: Sequence[Setting] = DEFAULT_SETTINGS,
+    device: str | torch.device = "cpu",
+    threads: int = 2,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Measure every setting; returns the JSON-ready results (see the module docstring).
+
+    The networks are built once per architecture and stem, each from the same seed.
+    """
+    device = torch.device(device)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    started = time.perf_counter()
+    measured = []
+    try:
+        groups: dict[tuple[str, str], list[Setting]] = {}
+        for setting in settings:
+            groups.setdefault((setting.arch, setting.stem), []).append(setting)
+        for (arch, stem), group in groups.items():
+            models: dict[tuple[str, int], nn.Module] = {}
+            for variant in dict.fromkeys(v for setting in group for v in setting.variants):
+                if (variant.conv, variant.kernel_num) not in models:
+                    torch.manual_seed(0)
+                    models[variant.conv, variant.kernel_num] = _build(arch, stem, variant, device)
+            for setting in group:
+                if progress is not None:
+                    progress(
+                        f"{setting.name}: {len(setting.variants)} variants, {setting.repeats + 1} rounds"
+                    )
+                measured.append(measure_setting(setting, models, device, threads))
+            del models
+    finally:
+        torch.set_num_threads(previous_threads)
+    return {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "device": _device_name(device),
+        "device_type": device.type,
+        "threads": threads,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "dtype": "float32",
+        "wall_s": time.perf_counter() - started,
+        "settings": measured,
+        "targets": evaluate_targets(measured),
+    }
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            match = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read(), re.MULTILINE)
+        name = match.group(1) if match else name
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} logical CPUs"
+
+
+def _target(
+    description: str, setting: dict[str, Any], value: float, threshold: float, at_most: bool
+) -> dict[str, Any]:
+    return {
+        "target": description,
+        "setting": setting["setting"],
+        "measured": value,
+        "threshold": threshold,
+        "met": value <= threshold if at_most else value >= threshold,
+    }
+
+
+def evaluate_targets(settings: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The issue's targets, each checked in every measured setting it applies to.
+
+    - FMDConv ResNet-18 (n = 4): a training step at most 2.5x the static one; inference at batch 1
+      at most 1.5x.
+    - FMDConv at least 2x faster than ODConv (n = 4) in a training step.
+    - Every dynamic variant faster than its naive computation.
+    """
+    targets = []
+    for setting in settings:
+        rows = {row["variant"]: row for row in setting["results"]}
+        fmd, od = rows.get("fmd n=4"), rows.get("od n=4")
+        resnet18 = setting["arch"] == "resnet18"
+        if fmd is not None and resnet18 and setting["mode"] == "train":
+            targets.append(
+                _target("FMDConv n=4 training step / static", setting, fmd["relative_to_static"], 2.5, True)
+            )
+        if fmd is not None and resnet18 and setting["mode"] == "inference" and setting["batch_size"] == 1:
+            targets.append(
+                _target("FMDConv n=4 inference / static", setting, fmd["relative_to_static"], 1.5, True)
+            )
+        if fmd is not None and od is not None and setting["mode"] == "train":
+            speedup = od["median_s"] / fmd["median_s"]
+            targets.append(_target("ODConv n=4 / FMDConv n=4 training step", setting, speedup, 2.0, False))
+        for name, row in rows.items():
+            naive = rows.get(f"{name} naive")
+            if naive is not None:
+                speedup = naive["median_s"] / row["median_s"]
+                targets.append(_target(f"naive / {name}", setting, speedup, 1.0, False))
+    return targets
+
+
+def _column_title(setting: dict[str, Any]) -> str:
+    return f"{setting['stem']} {setting['image_size']}px b{setting['batch_size']} {setting['mode']}"
+
+
+def _ratio_cell(row: dict[str, Any], static: dict[str, Any]) -> str:
+    reference = static["median_s"]
+    text = f"{row['relative_to_static']:.2f}"
+    if len(row["times_s"]) > 1:
+        text += f" [{row['min_s'] / reference:.2f}-{row['max_s'] / reference:.2f}]"
+    if row is static:
+        text += f" ({reference * 1e3:.0f} ms)"
+    return text
+
+
+def _memory_cell(row: dict[str, Any]) -> str:
+    return "-" if row["peak_memory_mib"] is None else f"{row['peak_memory_mib']:.0f}"
+
+
+def _table(
+    settings: Sequence[dict[str, Any]], cell: Callable[[dict[str, Any], dict[str, Any]], str]
+) -> list[str]:
+    names = list(dict.fromkeys(row["variant"] for s in settings for row in s["results"]))
+    lines = [
+        "| variant | " + " | ".join(_column_title(s) for s in settings) + " |",
+        "|---|" + "---|" * len(settings),
+    ]
+    for name in names:
+        cells = []
+        for setting in settings:
+            rows = {row["variant"]: row for row in setting["results"]}
+            cells.append(cell(rows[name], rows["static"]) if name in rows else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def to_markdown(results: dict[str, Any]) -> str:
+    """The results as Markdown: times relative to static, peak memory, targets and machine load."""
+    settings = results["settings"]
+    lines = [
+        "# Speed of the dynamic ResNets relative to the static one",
+        "",
+        f"{results['device']}; threads: {results['threads']}; {results['dtype']}, torch {results['torch']}; "
+        f"measured {results['created']} in one run of {results['wall_s']:.0f} s.",
+        "",
+        "Each cell: median time of one iteration (a training step: forward, backward; or an inference "
+        "forward pass) divided by the static network's median in the same column, with the range over "
+        "the timed rounds in brackets; the static row gives its median in ms. `naive`: every dynamic "
+        "layer with the batch folded into groups and the channel attentions on the feature maps "
+        "(the authors' way).",
+    ]
+    for arch in dict.fromkeys(s["arch"] for s in settings):
+        group = [s for s in settings if s["arch"] == arch]
+        rounds = ", ".join(f"{_column_title(s)}: {s['repeats']}" for s in group)
+        lines += ["", f"## {arch}: time relative to static", "", f"Timed rounds: {rounds}.", ""]
+        lines += _table(group, _ratio_cell)
+        lines += ["", f"## {arch}: peak memory added by one iteration (MiB)", ""]
+        lines += _table(group, lambda row, static: _memory_cell(row))
+    lines += [
+        "",
+        "## Targets",
+        "",
+        "| target | setting | measured | threshold | met |",
+        "|---|---|---|---|---|",
+    ]
+    for target in results["targets"]:
+        sign = "<=" if target["target"].endswith("static") else ">="
+        lines.append(
+            f"| {target['target']} | {target['setting']} | {target['measured']:.2f} | "
+            f"{sign} {target['threshold']:g} | {'yes' if target['met'] else '**no**'} |"
+        )
+    load = [
+        f"{s['setting']}: {s['other_processes_cpu_s']:.0f} s"
+        for s in settings
+        if s["other_processes_cpu_s"] is not None
+    ]
+    if load:
+        lines += ["", "CPU time used by other processes during each setting: " + "; ".join(load) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def write_results(results: dict[str, Any], directory: str | Path, stem: str = "cpu") -> tuple[Path, Path]:
+    """Write ``<stem>.json`` and ``<stem>.md`` in ``directory``, each replaced atomically."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    json_path, markdown_path = directory / f"{stem}.json", directory / f"{stem}.md"
+    _write_atomically(json_path, json.dumps(results, indent=2) + "\n")
+    _write_atomically(markdown_path, to_markdown(results))
+    return json_path, markdown_path

@@ -1,0 +1,67 @@
+"""The speed benchmark's machinery on a tiny grid (no timing is asserted: targets live in its output)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from fmdconv import FMDConv2d
+from fmdconv.cli import main
+from fmdconv.profiling import bench
+from fmdconv.profiling.bench import STATIC, Setting, Variant, naive_formulation, run_benchmark, write_results
+
+TINY_VARIANTS = (STATIC, Variant("fmd", 4), Variant("fmd", 4, naive=True), Variant("od", 4))
+TINY_GRID = (
+    Setting("resnet18", "cifar", 8, 2, "train", 1, TINY_VARIANTS),
+    Setting("resnet18", "imagenet", 32, 1, "inference", 2, TINY_VARIANTS[:2]),
+)
+
+
+def test_tiny_run_writes_json_and_markdown(tmp_path):
+    results = run_benchmark(TINY_GRID, threads=1)
+    json_path, markdown_path = write_results(results, tmp_path, "cpu")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cpu.json", "cpu.md"]
+    loaded = json.loads(json_path.read_text())
+    assert [s["setting"] for s in loaded["settings"]] == [s.name for s in TINY_GRID]
+    train = loaded["settings"][0]
+    assert [row["variant"] for row in train["results"]] == ["static", "fmd n=4", "fmd n=4 naive", "od n=4"]
+    for row in train["results"]:
+        assert len(row["times_s"]) == 1 and row["median_s"] > 0
+        assert row["peak_memory_mib"] is None or row["peak_memory_mib"] >= 0
+    assert train["results"][0]["relative_to_static"] == 1.0
+    assert len(loaded["settings"][1]["results"][1]["times_s"]) == 2
+    targets = {(t["target"], t["setting"]) for t in loaded["targets"]}
+    assert targets == {
+        ("FMDConv n=4 training step / static", TINY_GRID[0].name),
+        ("ODConv n=4 / FMDConv n=4 training step", TINY_GRID[0].name),
+        ("naive / fmd n=4", TINY_GRID[0].name),
+        ("FMDConv n=4 inference / static", TINY_GRID[1].name),
+    }
+    markdown = markdown_path.read_text()
+    assert "## resnet18: time relative to static" in markdown
+    assert "| fmd n=4 naive |" in markdown and "## Targets" in markdown
+
+
+def test_naive_formulation_is_restored():
+    model = nn.Sequential(FMDConv2d(4, 4, 3), nn.ReLU(), FMDConv2d(4, 4, 3))
+    model[2].formulation = "matmul"
+    with naive_formulation(model):
+        assert all(m.formulation == "grouped" and not m.fold_attentions for m in (model[0], model[2]))
+    assert (model[0].formulation, model[2].formulation) == ("auto", "matmul")
+    assert model[0].fold_attentions and model[2].fold_attentions
+
+
+def test_a_setting_must_start_with_the_static_reference():
+    with pytest.raises(ValueError, match="the first variant must be static"):
+        run_benchmark([Setting("resnet18", "cifar", 8, 1, "inference", 1, (Variant("fmd", 1),))], threads=1)
+
+
+def test_cli_runs_the_grid_and_restores_threads(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "DEFAULT_SETTINGS", TINY_GRID[1:])
+    threads = torch.get_num_threads()
+    assert main(["bench", "--out", str(tmp_path), "--threads", "1", "--name", "tiny"]) == 0
+    assert (tmp_path / "tiny.json").exists() and (tmp_path / "tiny.md").exists()
+    assert torch.get_num_threads() == threads
