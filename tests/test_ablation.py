@@ -13,16 +13,6 @@ from fmdconv.train.checkpoint import LAST_CHECKPOINT, load_checkpoint
 from fmdconv.train.recipe import Recipe
 from fmdconv.train.trainer import build_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The models here are tiny: one thread is faster, and two OpenMP threads spin badly on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # One epoch of two 32-image batches of 16x16 synthetic images through a quarter-width MobileNetV2.
 TINY = Recipe(
     model="mobilenet_v2",

@@ -25,16 +25,6 @@ from fmdconv.train.checkpoint import save_checkpoint
 from fmdconv.train.recipe import Recipe
 from fmdconv.train.trainer import build_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The models here are tiny: one thread is faster, and two OpenMP threads spin badly on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 IMAGES = torch.randn(3, 3, 12, 12)
 
 
