@@ -218,8 +218,23 @@ def test_unknown_names_and_bad_options_are_named() -> None:
     with pytest.raises(ValueError, match="imagenet, cifar"):
         create_model("resnet18", stem="tiny")
     with pytest.raises(ValueError, match="width"):
-        create_model("resnet18", width=0.5)
+        create_model("resnet18", width=-1.0)
     with pytest.raises(ValueError, match="no dynamic options"):
         create_model("resnet18", conv="static", reduction=0.25)
     with pytest.raises(ValueError, match="replaced_roles"):
         create_model("resnet18", conv="od", replaced_roles=frozenset({"classifier"}))
+
+
+def test_resnet_width_scales_the_stage_widths() -> None:
+    model = create_model("resnet18", conv="fmd", width=0.25, num_classes=10, stem="cifar", in_chans=1)
+    assert [
+        stage[0].conv1.out_channels for stage in (model.layer1, model.layer2, model.layer3, model.layer4)
+    ] == [
+        16,
+        32,
+        64,
+        128,
+    ]
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(ValueError, match=r"width must be in \(0, 4\]"):
+        create_model("resnet18", width=0.0)

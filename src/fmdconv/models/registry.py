@@ -8,16 +8,18 @@ from typing import Any
 from fmdconv.models.conv_factory import ConvFactory
 from fmdconv.models.features import FeatureBackbone
 from fmdconv.models.mobilenetv2 import MobileNetV2
-from fmdconv.models.resnet import BasicBlock, Bottleneck, ResNet
+from fmdconv.models.resnet import STAGE_WIDTHS, BasicBlock, Bottleneck, ResNet
 
 
 def _resnet(block: type[BasicBlock | Bottleneck], depths: tuple[int, int, int, int]) -> Callable[..., ResNet]:
     def build(
         conv: ConvFactory, num_classes: int, stem: str, width: float, dropout: float, in_chans: int
     ) -> ResNet:
-        if width != 1.0:
-            raise ValueError(f"width applies to mobilenet_v2 only; ResNets take width=1.0, got {width!r}")
-        return ResNet(block, depths, conv, num_classes, stem, in_chans, dropout=dropout)
+        if not 0 < width <= 4:
+            raise ValueError(f"width must be in (0, 4], got {width!r}")
+        # Narrow ResNets (e.g. width=0.25 for quick CPU runs) scale the four stage widths alike.
+        widths = tuple(max(1, round(w * width)) for w in STAGE_WIDTHS)
+        return ResNet(block, depths, conv, num_classes, stem, in_chans, dropout=dropout, widths=widths)
 
     return build
 
@@ -68,7 +70,8 @@ def create_model(
         kernel_num: number of kernels n of each dynamic convolution.
         num_classes: classifier outputs.
         stem: ``"imagenet"`` or ``"cifar"`` (3x3 stride-1 first convolution, no max-pool).
-        width: MobileNetV2 width multiplier (1.0, 0.75, 0.5 in the papers).
+        width: MobileNetV2 width multiplier (1.0, 0.75, 0.5 in the papers); for ResNets, a factor on
+            the stage widths 64/128/256/512 (1.0 in the papers).
         dropout: dropout before the classifier.
         in_chans: input channels (1 for grey images).
         features_only: return the multi-scale feature maps of levels ``out_indices`` (strides
