@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import math
 from pathlib import Path
 
 import pytest
@@ -11,16 +11,8 @@ import torch
 from PIL import Image
 
 from fmdconv.metrics import ies, rcs
-from fmdconv.train.compare import DEFAULT_METHODS, PLOT_FILES, compare
+from fmdconv.train.compare import DEFAULT_METHODS, PLOT_FILES, MethodResult, compare, write_report
 from test_train import TINY, run_command
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_compare_writes_the_table_results_and_plots(
@@ -67,3 +59,23 @@ def test_compare_writes_the_table_results_and_plots(
     assert "cannot resume with different lr" in capsys.readouterr().err
     with pytest.raises(ValueError, match="methods must be distinct names"):
         compare(recipe, tmp_path, methods=("fmd", "fmd"))
+
+
+def test_a_method_with_no_correct_answer_gets_no_score_bars(tmp_path: Path) -> None:
+    common = {
+        "params": 10,
+        "macs": 100,
+        "epochs": 1,
+        "seconds_per_epoch": 2.0,
+        "train_images_per_second": 5.0,
+    }
+    common |= {"latency_seconds": 0.01, "top5": 0.5, "run_dir": str(tmp_path)}
+    results = [
+        MethodResult("static", "Static", top1=0.5, best_top1=0.5, ies=4.0, rcs=0.25, **common),
+        MethodResult("fmd", "FMDConv", top1=0.0, best_top1=0.0, ies=math.inf, rcs=0.0, **common),
+    ]
+    write_report(tmp_path, TINY, results, 1, torch.device("cpu"), wall_seconds=3.0)
+    report = (tmp_path / "report.md").read_text()
+    assert "| FMDConv |" in report and "| 0.00% | 50.00% | ∞ | 0.0000 |" in report
+    assert "No IES/RCS bars for FMDConv (top-1 = 0)." in report and (tmp_path / "scores.png").is_file()
+    assert json.loads((tmp_path / "results.json").read_text())["methods"][1]["ies"] is None

@@ -25,11 +25,12 @@ from fmdconv.train.progress import ProgressBar
 from fmdconv.train.recipe import Recipe, load_recipe, packaged_recipes
 from fmdconv.train.trainer import LearningRateSchedule, Trainer, load_trained_model, train
 
-# A run small enough for a test: 128 synthetic 16x16 images, 4 iterations of 32 per epoch.
+# A run small enough for a test: a ResNet-18 with stages of 8-64 channels, 128 synthetic 16x16
+# images, 4 iterations of 32 per epoch.
 TINY = Recipe(
-    model="mobilenet_v2",
-    width=0.25,
-    stem="cifar",
+    model="resnet18",
+    width=0.125,
+    stem="imagenet",
     dataset="synthetic",
     image_size=16,
     subset=128,
@@ -40,6 +41,7 @@ TINY = Recipe(
     schedule="cosine",
     milestones=(),
     temperature_warm_epochs=1,
+    kernel_temperature="constant",
 )
 ITERS_PER_EPOCH = 4
 
@@ -52,15 +54,6 @@ def run_command(argv: list[str]) -> int:
         command.register(subparsers)
     args = parser.parse_args(argv)
     return args.run(args)
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread, and results do not depend on the thread count."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_packaged_recipes_load_and_match_spec() -> None:
@@ -161,7 +154,9 @@ def test_layers_see_the_scheduled_temperature_at_each_iteration(
         return model
 
     monkeypatch.setattr(trainer_module, "build_model", recording_build_model)
-    recipe = TINY.replace(conv="fmd", temperature_warm_epochs=1.5, test_subset=32)
+    recipe = TINY.replace(
+        conv="fmd", temperature_warm_epochs=1.5, kernel_temperature="degraded", test_subset=32
+    )
     train(recipe, tmp_path, progress=False, tensorboard=False)
     gate = LinearTemperature(ITERS_PER_EPOCH, start=30.0, warm_epochs=1.5)
     kernel = LinearTemperature(ITERS_PER_EPOCH, start=34.0, warm_epochs=1.5)
@@ -252,7 +247,7 @@ def test_bf16_mixed_precision_trains_on_cpu(tmp_path: Path) -> None:
 
 def test_train_and_eval_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
-    flags = ["--dataset", "synthetic", "--model", "mobilenet_v2", "--width", "0.25", "--stem", "cifar"]
+    flags = ["--dataset", "synthetic", "--model", "resnet18", "--width", "0.125", "--stem", "imagenet"]
     flags += ["--image-size", "16", "--subset", "64", "--test-subset", "32", "--batch-size", "32"]
     flags += ["--epochs", "1", "--lr", "0.02", "--conv", "od", "--temperature-warm-epochs", "1"]
     assert run_command(["train", *flags, "--out", str(out), "--no-progress", "--no-tensorboard"]) == 0

@@ -20,6 +20,7 @@ are resumed (finished ones are reused), so an interrupted comparison continues w
 from __future__ import annotations
 
 import json
+import math
 import platform
 import sys
 import time
@@ -155,9 +156,10 @@ def markdown_table(results: list[MethodResult], latency_batch_size: int) -> str:
     )
     lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
+        ies_text = f"{r.ies:.1f}" if math.isfinite(r.ies) else "∞"
         lines.append(
             f"| {r.label} | {_millions(r.params)} | {_millions(r.macs)} | {r.seconds_per_epoch:.1f} s | "
-            f"{r.latency_seconds * 1e3:.2f} ms | {r.top1:.2%} | {r.top5:.2%} | {r.ies:.1f} | {r.rcs:.4f} |"
+            f"{r.latency_seconds * 1e3:.2f} ms | {r.top1:.2%} | {r.top5:.2%} | {ies_text} | {r.rcs:.4f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -171,8 +173,8 @@ def _recipe_summary(recipe: Recipe) -> str:
         f"{recipe.dataset} ({subset}; accuracy on {test}), {recipe.epochs} epochs, "
         f"batch {recipe.batch_size}, "
         f"SGD lr {recipe.lr:g} ({recipe.schedule}{warmup}), weight decay {recipe.weight_decay:g}, "
-        f"{recipe.precision}; temperatures anneal to 1 over {recipe.temperature_warm_epochs:g} epochs "
-        f"(kernel temperature: {recipe.kernel_temperature})"
+        f"{recipe.precision}; gate temperatures anneal to 1 over {recipe.temperature_warm_epochs:g} "
+        f"epochs, kernel temperature {recipe.kernel_temperature}"
     )
 
 
@@ -197,11 +199,17 @@ def write_report(
     rows = [r.plot_row() for r in results]
     plot_speed_accuracy(rows, out_dir / PLOT_FILES["accuracy_vs_time"], x="time", time_unit="s/epoch")
     plot_speed_accuracy(rows, out_dir / PLOT_FILES["accuracy_vs_macs"], x="macs")
-    plot_scores(rows, out_dir / PLOT_FILES["scores"], time_unit="s/epoch")
+    # A method with top-1 = 0 has an infinite IES: it gets no bars rather than a misleading finite one.
+    scored = [row for row in rows if math.isfinite(row["ies"])]
+    unscored = [row["method"] for row in rows if not math.isfinite(row["ies"])]
+    scores_note = f" No IES/RCS bars for {', '.join(unscored)} (top-1 = 0)." if unscored else ""
+    scores_image = f"![IES and RCS per method]({PLOT_FILES['scores']})\n" if scored else ""
+    if scored:
+        plot_scores(scored, out_dir / PLOT_FILES["scores"], time_unit="s/epoch")
     machine = machine_description(device)
     results_json = {
         "recipe": recipe.to_dict(),
-        "methods": [asdict(r) for r in results],
+        "methods": [{**asdict(r), "ies": r.ies if math.isfinite(r.ies) else None} for r in results],
         "latency_batch_size": latency_batch_size,
         "machine": machine,
         "wall_seconds": wall_seconds,
@@ -217,12 +225,11 @@ def write_report(
   epoch. Latency: median of {LATENCY_REPEATS} forward passes in eval mode, per image. MACs per image
   follow `fmdconv.profiling` (static conv MACs plus attention and kernel aggregation).
 - IES = (s per epoch) / top-1 (lower is better); RCS = top-1 / (s per epoch) (higher is better), the
-  conventions of `fmdconv.metrics`. Times are comparable only on the same machine.
+  conventions of `fmdconv.metrics`. Times are comparable only on the same machine.{scores_note}
 
 ![Top-1 against training time per epoch]({PLOT_FILES["accuracy_vs_time"]})
 ![Top-1 against MACs per image]({PLOT_FILES["accuracy_vs_macs"]})
-![IES and RCS per method]({PLOT_FILES["scores"]})
-"""
+{scores_image}"""
     write_text_atomic(out_dir / REPORT_FILE, report)
     return out_dir / REPORT_FILE
 
