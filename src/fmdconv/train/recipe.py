@@ -40,7 +40,7 @@ class Recipe:
     model: str = _setting("resnet18", "backbone name (see fmdconv.models.list_models())")
     conv: str = _setting("fmd", f"convolution of the backbone's blocks: {', '.join(CONV_KINDS)}")
     kernel_num: int = _setting(4, "number of kernels n of the dynamic convolutions")
-    width: float = _setting(1.0, "MobileNetV2 width multiplier (ResNets take 1.0)")
+    width: float = _setting(1.0, "channel width multiplier of the backbone (all stages)")
     stem: str = _setting("imagenet", f"backbone stem: {', '.join(STEMS)}")
     dropout: float = _setting(0.0, "dropout probability before the classifier")
     dataset: str = _setting("fashion_mnist", "dataset name (see fmdconv.data.DATASETS)")

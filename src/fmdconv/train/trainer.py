@@ -42,8 +42,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from fmdconv.data import build_dataset, build_loader, dataset_info
 from fmdconv.layers import TemperatureScheduler
-from fmdconv.models import ConvFactory, ResNet, create_model
-from fmdconv.models.resnet import STAGE_WIDTHS
+from fmdconv.models import create_model
 from fmdconv.train.checkpoint import (
     BEST_CHECKPOINT,
     LAST_CHECKPOINT,
@@ -211,34 +210,17 @@ def seed_everything(seed: int) -> None:
 
 
 def build_model(recipe: Recipe) -> nn.Module:
-    """The recipe's backbone, sized for its dataset's classes and channels.
-
-    ``width`` scales MobileNetV2 through :func:`~fmdconv.models.create_model`, and a ResNet's four
-    stage widths (64, 128, 256, 512) here, since ``create_model`` takes ResNets at full width only.
-    """
+    """The recipe's backbone, sized for its dataset's classes and channels."""
     info = dataset_info(recipe.dataset)
-    options = {
-        "conv": recipe.conv,
-        "kernel_num": recipe.kernel_num,
-        "num_classes": info.num_classes,
-        "stem": recipe.stem,
-        "dropout": recipe.dropout,
-        "in_chans": info.in_chans,
-    }
-    if recipe.width == 1.0 or not recipe.model.startswith("resnet"):
-        return create_model(recipe.model, width=recipe.width, **options)
-    full_width = create_model(recipe.model, conv="static", num_classes=info.num_classes)
-    stages = [getattr(full_width, f"layer{index}") for index in range(1, 5)]
-    widths = tuple(max(1, round(channels * recipe.width)) for channels in STAGE_WIDTHS)
-    return ResNet(
-        type(stages[0][0]),
-        tuple(len(stage) for stage in stages),
-        ConvFactory(recipe.conv, recipe.kernel_num),
-        info.num_classes,
-        recipe.stem,
-        info.in_chans,
-        widths=widths,
+    return create_model(
+        recipe.model,
+        conv=recipe.conv,
+        kernel_num=recipe.kernel_num,
+        num_classes=info.num_classes,
+        stem=recipe.stem,
+        width=recipe.width,
         dropout=recipe.dropout,
+        in_chans=info.in_chans,
     )
 
 
