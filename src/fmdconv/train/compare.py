@@ -164,17 +164,21 @@ def markdown_table(results: list[MethodResult], latency_batch_size: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _count(number: float, noun: str) -> str:
+    return f"{number:g} {noun}{'' if number == 1 else 's'}"
+
+
 def _recipe_summary(recipe: Recipe) -> str:
     subset = f"first {recipe.subset} training images" if recipe.subset else "all training images"
     test = f"first {recipe.test_subset} test images" if recipe.test_subset else "the whole test split"
     warmup = f", {recipe.warmup_epochs:g} warm-up epochs" if recipe.warmup_epochs else ""
     return (
         f"{recipe.model} (width {recipe.width:g}, {recipe.stem} stem, n = {recipe.kernel_num}) on "
-        f"{recipe.dataset} ({subset}; accuracy on {test}), {recipe.epochs} epochs, "
+        f"{recipe.dataset} ({subset}; accuracy on {test}), {_count(recipe.epochs, 'epoch')}, "
         f"batch {recipe.batch_size}, "
         f"SGD lr {recipe.lr:g} ({recipe.schedule}{warmup}), weight decay {recipe.weight_decay:g}, "
-        f"{recipe.precision}; gate temperatures anneal to 1 over {recipe.temperature_warm_epochs:g} "
-        f"epochs, kernel temperature {recipe.kernel_temperature}"
+        f"{recipe.precision}; gate temperatures anneal to 1 over "
+        f"{_count(recipe.temperature_warm_epochs, 'epoch')}, kernel temperature {recipe.kernel_temperature}"
     )
 
 
@@ -182,8 +186,8 @@ def machine_description(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
     return (
-        f"CPU ({platform.machine()}, {torch.get_num_threads()} threads), torch {torch.__version__}, "
-        f"Python {platform.python_version()}"
+        f"CPU ({platform.machine()}, {_count(torch.get_num_threads(), 'thread')}), "
+        f"torch {torch.__version__}, Python {platform.python_version()}"
     )
 
 
