@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -185,8 +186,9 @@ def _recipe_summary(recipe: Recipe) -> str:
 def machine_description(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    policy = f", OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}" if "OMP_WAIT_POLICY" in os.environ else ""
     return (
-        f"CPU ({platform.machine()}, {_count(torch.get_num_threads(), 'thread')}), "
+        f"CPU ({platform.machine()}, {_count(torch.get_num_threads(), 'thread')}{policy}), "
         f"torch {torch.__version__}, Python {platform.python_version()}"
     )
 
