@@ -62,6 +62,8 @@ def test_a_setting_must_start_with_the_static_reference():
 def test_cli_runs_the_grid_and_restores_threads(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "DEFAULT_SETTINGS", TINY_GRID[1:])
     threads = torch.get_num_threads()
-    assert main(["bench", "--out", str(tmp_path), "--threads", "1", "--name", "tiny"]) == 0
+    assert (
+        main(["bench", "--out", str(tmp_path), "--threads", "1", "--name", "tiny", "--quiet-wait", "0"]) == 0
+    )
     assert (tmp_path / "tiny.json").exists() and (tmp_path / "tiny.md").exists()
     assert torch.get_num_threads() == threads

@@ -38,6 +38,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="every variant in every setting (the default grid leaves some out)",
     )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="before each round, wait up to this long for other processes to go quiet (default 30)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -47,7 +54,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     settings = bench.FULL_SETTINGS if args.full else bench.DEFAULT_SETTINGS
     results = bench.run_benchmark(
-        settings, device=args.device, threads=args.threads, progress=lambda line: print(line, flush=True)
+        settings,
+        device=args.device,
+        threads=args.threads,
+        progress=lambda line: print(line, flush=True),
+        quiet_wait_s=args.quiet_wait,
     )
     name = args.name or results["device_type"]
     json_path, markdown_path = bench.write_results(results, args.out, name)

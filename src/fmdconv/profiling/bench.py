@@ -169,6 +169,22 @@ def _other_processes_cpu(start: tuple[int, int] | None) -> float | None:
     return max(ticks, 0) / os.sysconf("SC_CLK_TCK")
 
 
+def wait_for_quiet(max_wait_s: float, interval_s: float = 0.5, busy_limit: float = 0.05) -> float:
+    """Wait (at most ``max_wait_s``) until other processes use under ``busy_limit`` of one CPU.
+
+    Each check lasts ``interval_s``. Returns the seconds waited; without /proc it returns at once.
+    """
+    started = time.perf_counter()
+    while time.perf_counter() - started < max_wait_s:
+        reading = _cpu_jiffies()
+        if reading is None:
+            break
+        time.sleep(interval_s)
+        if (_other_processes_cpu(reading) or 0.0) < busy_limit * interval_s:
+            break
+    return time.perf_counter() - started
+
+
 def _status_kib(field: str) -> int:
     with open("/proc/self/status") as status:
         match = re.search(rf"^{field}:\s+(\d+) kB", status.read(), re.MULTILINE)
@@ -220,23 +236,36 @@ def _time_once(
 
 
 def measure_setting(
-    setting: Setting, models: dict[tuple[str, int], nn.Module], device: torch.device, threads: int
+    setting: Setting,
+    models: dict[tuple[str, int], nn.Module],
+    device: torch.device,
+    threads: int,
+    quiet_wait_s: float = 0.0,
 ) -> dict[str, Any]:
-    """Time the variants of one setting side by side; ``models`` maps (conv, kernel_num) to a network."""
+    """Time the variants of one setting side by side; ``models`` maps (conv, kernel_num) to a network.
+
+    Before each round it waits up to ``quiet_wait_s`` for the other processes to go quiet; the CPU
+    time they use during the rounds themselves is recorded.
+    """
     if not setting.variants or setting.variants[0] != STATIC:
         raise ValueError(f"{setting.name}: the first variant must be static, the reference of every ratio")
-    start = _cpu_jiffies()
     runs = {
         variant: partial(
             _time_once, models[variant.conv, variant.kernel_num], setting, variant, device, threads
         )
         for variant in setting.variants
     }
+    waited = wait_for_quiet(quiet_wait_s)
+    start = _cpu_jiffies()
     memory = {variant: _peak_memory_mib(run, device) for variant, run in runs.items()}
+    others = [_other_processes_cpu(start)]
     times: dict[Variant, list[float]] = {variant: [] for variant in runs}
     for _ in range(setting.repeats):
+        waited += wait_for_quiet(quiet_wait_s)
+        start = _cpu_jiffies()
         for variant, run in runs.items():
             times[variant].append(run())
+        others.append(_other_processes_cpu(start))
     static = statistics.median(times[STATIC])
     rows = []
     for variant, values in times.items():
@@ -256,7 +285,8 @@ def measure_setting(
     return {
         "setting": setting.name,
         **{key: value for key, value in asdict(setting).items() if key != "variants"},
-        "other_processes_cpu_s": _other_processes_cpu(start),
+        "other_processes_cpu_s": None if any(o is None for o in others) else sum(filter(None, others)),
+        "waited_for_quiet_s": waited,
         "results": rows,
     }
 
@@ -266,10 +296,12 @@ def run_benchmark(
     device: str | torch.device = "cpu",
     threads: int = 2,
     progress: Callable[[str], None] | None = None,
+    quiet_wait_s: float = 0.0,
 ) -> dict[str, Any]:
     """Measure every setting; returns the JSON-ready results (see the module docstring).
 
     The networks are built once per architecture and stem, each from the same seed.
+    ``quiet_wait_s``: before each round, wait up to this long for other processes to go quiet.
     """
     device = torch.device(device)
     previous_threads = torch.get_num_threads()
@@ -291,7 +323,7 @@ def run_benchmark(
                     progress(
                         f"{setting.name}: {len(setting.variants)} variants, {setting.repeats + 1} rounds"
                     )
-                measured.append(measure_setting(setting, models, device, threads))
+                measured.append(measure_setting(setting, models, device, threads, quiet_wait_s))
             del models
     finally:
         torch.set_num_threads(previous_threads)
@@ -304,6 +336,7 @@ def run_benchmark(
         "python": platform.python_version(),
         "dtype": "float32",
         "wall_s": time.perf_counter() - started,
+        "quiet_wait_s": quiet_wait_s,
         "settings": measured,
         "targets": evaluate_targets(measured),
     }
@@ -442,7 +475,13 @@ def to_markdown(results: dict[str, Any]) -> str:
         if s["other_processes_cpu_s"] is not None
     ]
     if load:
-        lines += ["", "CPU time used by other processes during each setting: " + "; ".join(load) + "."]
+        lines += [
+            "",
+            "CPU time other processes used while each setting was being timed (the run waited up to "
+            f"{results['quiet_wait_s']:.0f} s before each round for them to go quiet): "
+            + "; ".join(load)
+            + ".",
+        ]
     return "\n".join(lines) + "\n"
 
 
