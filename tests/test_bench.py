@@ -16,12 +16,12 @@ from fmdconv.profiling.bench import STATIC, Setting, Variant, naive_formulation,
 TINY_VARIANTS = (STATIC, Variant("fmd", 4), Variant("fmd", 4, naive=True), Variant("od", 4))
 TINY_GRID = (
     Setting("resnet18", "cifar", 8, 2, "train", 1, TINY_VARIANTS),
-    Setting("resnet18", "imagenet", 32, 1, "inference", 2, TINY_VARIANTS[:2]),
+    Setting("resnet18", "cifar", 16, 1, "inference", 2, TINY_VARIANTS[:2]),
 )
 
 
 def test_tiny_run_writes_json_and_markdown(tmp_path):
-    results = run_benchmark(TINY_GRID, threads=1)
+    results = run_benchmark(TINY_GRID, threads=1, clock="cpu")
     json_path, markdown_path = write_results(results, tmp_path, "cpu")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cpu.json", "cpu.md"]
     loaded = json.loads(json_path.read_text())
@@ -32,6 +32,7 @@ def test_tiny_run_writes_json_and_markdown(tmp_path):
         assert len(row["times_s"]) == 1 and row["median_s"] > 0
         assert row["peak_memory_mib"] is None or row["peak_memory_mib"] >= 0
     assert train["results"][0]["relative_to_static"] == 1.0
+    assert loaded["clock"] == "cpu" and loaded["threads"] == 1
     assert len(loaded["settings"][1]["results"][1]["times_s"]) == 2
     targets = {(t["target"], t["setting"]) for t in loaded["targets"]}
     assert targets == {
@@ -54,13 +55,19 @@ def test_naive_formulation_is_restored():
     assert model[0].fold_attentions and model[2].fold_attentions
 
 
-def test_a_setting_must_start_with_the_static_reference():
+def test_bad_arguments_raise_clear_errors():
     with pytest.raises(ValueError, match="the first variant must be static"):
         run_benchmark([Setting("resnet18", "cifar", 8, 1, "inference", 1, (Variant("fmd", 1),))], threads=1)
+    with pytest.raises(ValueError, match="use it with threads=1"):
+        run_benchmark(TINY_GRID, threads=2, clock="cpu")
+    with pytest.raises(ValueError, match="clock must be one of wall, cpu"):
+        run_benchmark(TINY_GRID, threads=1, clock="gpu")
 
 
 def test_cli_runs_the_grid_and_restores_threads(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench, "DEFAULT_SETTINGS", TINY_GRID[1:])
+    monkeypatch.setattr(
+        bench, "DEFAULT_SETTINGS", [Setting("resnet18", "cifar", 8, 1, "inference", 1, (STATIC,))]
+    )
     threads = torch.get_num_threads()
     assert (
         main(["bench", "--out", str(tmp_path), "--threads", "1", "--name", "tiny", "--quiet-wait", "0"]) == 0

@@ -5,8 +5,10 @@ static network; each dynamic method at n = 1 and n = 4 with the automatic formul
 dynamic network computed the naive way, every layer with the batch folded into the groups of one
 convolution and the channel attentions applied to the feature maps (what the authors' code does).
 The variants are timed in rounds, one iteration of each in turn, so that a change in the machine's
-load hits all of them alike; the first round is a warm-up. Each time is the median over the rounds,
-given with its quartiles, and every ratio compares medians of the same setting.
+load hits all of them alike; the first round is a warm-up. All variants of a setting see the same
+random batch. Each time is the median over the rounds, given with the range, and every ratio
+compares medians of the same setting. The clock is the elapsed time, or, on a busy shared machine,
+the CPU time of the calling thread (with one thread), which other processes cannot inflate.
 
 Peak memory is the most memory one iteration adds to what the process already holds (models and
 inputs excluded), taken during the warm-up round. On CUDA it is ``torch.cuda.max_memory_allocated``.
@@ -16,8 +18,9 @@ is the peak resident set size (``VmHWM`` of ``/proc/self/status``, reset through
 freed heap memory to the system; it includes everything the iteration touches (activations,
 gradients, per-sample kernels, oneDNN workspaces). Without ``/proc`` it is not measured.
 
-The CPU seconds that other processes used during each setting are recorded too, because a timing
-taken on a busy machine means less.
+Before each round the run can wait for other processes to go quiet; the CPU seconds they used
+while the rounds ran are recorded with each setting, because a timing taken on a busy machine
+means less.
 """
 
 from __future__ import annotations
@@ -38,13 +41,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from fmdconv.layers import DynamicConv2d
 from fmdconv.models import create_model
-from fmdconv.profiling.speed import measure_speed
 
 DYNAMIC_KINDS = ("cond", "dy", "od", "fmd")
+# "cpu": the calling thread's CPU time, which other processes cannot inflate; exact with 1 thread only.
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.thread_time}
 
 
 @dataclass(frozen=True)
@@ -122,12 +126,12 @@ _LEAN = (
     Variant("fmd", 4, True),
 )
 DEFAULT_SETTINGS: tuple[Setting, ...] = (
-    Setting("resnet18", "cifar", 32, 64, "train", 1, _TRAINING),
-    Setting("resnet18", "cifar", 32, 64, "inference", 1),
+    Setting("resnet18", "cifar", 32, 64, "train", 2, _TRAINING),
+    Setting("resnet18", "cifar", 32, 64, "inference", 2),
     Setting("resnet18", "imagenet", 224, 1, "inference", 10),
     Setting("resnet18", "imagenet", 224, 32, "train", 1, _LEAN),
-    Setting("resnet18", "imagenet", 224, 32, "inference", 1, _LEAN),
-    Setting("resnet50", "cifar", 32, 64, "inference", 1, _LEAN),
+    Setting("resnet18", "imagenet", 224, 32, "inference", 2, _LEAN),
+    Setting("resnet50", "cifar", 32, 64, "inference", 2, _LEAN),
     Setting("resnet50", "imagenet", 224, 1, "inference", 5, _LEAN),
     Setting("resnet50", "imagenet", 224, 32, "inference", 1, _LEAN),
 )
@@ -223,38 +227,46 @@ def _build(arch: str, stem: str, variant: Variant, device: torch.device) -> nn.M
     return create_model(arch, conv=variant.conv, num_classes=num_classes, stem=stem, **options).to(device)
 
 
-def _time_once(
-    model: nn.Module, setting: Setting, variant: Variant, device: torch.device, threads: int
-) -> float:
-    """Seconds of one iteration of ``variant`` (computed naively when it says so)."""
-    size = (3, setting.image_size, setting.image_size)
-    with naive_formulation(model) if variant.naive else nullcontext():
-        result = measure_speed(
-            model, size, setting.batch_size, setting.mode, device, warmup=0, repeats=1, threads=threads
-        )
-    return result.times[0]
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_once(model: nn.Module, inputs: Tensor, mode: str, naive: bool, clock: Callable[[], float]) -> float:
+    """Seconds of one iteration: a training step (forward, mean of the logits, backward) or inference."""
+    device = inputs.device
+    with naive_formulation(model) if naive else nullcontext():
+        _synchronize(device)
+        start = clock()
+        if mode == "train":
+            model(inputs).mean().backward()
+            model.zero_grad(set_to_none=True)
+        else:
+            with torch.no_grad():
+                model(inputs)
+        _synchronize(device)
+        return clock() - start
 
 
 def measure_setting(
     setting: Setting,
     models: dict[tuple[str, int], nn.Module],
     device: torch.device,
-    threads: int,
+    clock: str = "wall",
     quiet_wait_s: float = 0.0,
 ) -> dict[str, Any]:
     """Time the variants of one setting side by side; ``models`` maps (conv, kernel_num) to a network.
 
-    Before each round it waits up to ``quiet_wait_s`` for the other processes to go quiet; the CPU
-    time they use during the rounds themselves is recorded.
+    Every variant sees the same random batch. Before each round it waits up to ``quiet_wait_s`` for
+    the other processes to go quiet; the CPU time they use during the rounds is recorded.
     """
     if not setting.variants or setting.variants[0] != STATIC:
         raise ValueError(f"{setting.name}: the first variant must be static, the reference of every ratio")
-    runs = {
-        variant: partial(
-            _time_once, models[variant.conv, variant.kernel_num], setting, variant, device, threads
-        )
-        for variant in setting.variants
-    }
+    inputs = torch.randn(setting.batch_size, 3, setting.image_size, setting.image_size, device=device)
+    runs = {}
+    for variant in setting.variants:
+        model = models[variant.conv, variant.kernel_num].train(setting.mode == "train")
+        runs[variant] = partial(_time_once, model, inputs, setting.mode, variant.naive, CLOCKS[clock])
     waited = wait_for_quiet(quiet_wait_s)
     start = _cpu_jiffies()
     memory = {variant: _peak_memory_mib(run, device) for variant, run in runs.items()}
@@ -297,13 +309,20 @@ def run_benchmark(
     threads: int = 2,
     progress: Callable[[str], None] | None = None,
     quiet_wait_s: float = 0.0,
+    clock: str = "wall",
 ) -> dict[str, Any]:
     """Measure every setting; returns the JSON-ready results (see the module docstring).
 
     The networks are built once per architecture and stem, each from the same seed.
     ``quiet_wait_s``: before each round, wait up to this long for other processes to go quiet.
+    ``clock``: ``"wall"`` (elapsed time) or ``"cpu"`` (CPU time of the calling thread: immune to
+    other processes, valid with ``threads=1`` on CPU only).
     """
     device = torch.device(device)
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, got {clock!r}")
+    if clock == "cpu" and (threads != 1 or device.type != "cpu"):
+        raise ValueError("clock='cpu' measures one thread: use it with threads=1 on the CPU")
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     started = time.perf_counter()
@@ -323,7 +342,7 @@ def run_benchmark(
                     progress(
                         f"{setting.name}: {len(setting.variants)} variants, {setting.repeats + 1} rounds"
                     )
-                measured.append(measure_setting(setting, models, device, threads, quiet_wait_s))
+                measured.append(measure_setting(setting, models, device, clock, quiet_wait_s))
             del models
     finally:
         torch.set_num_threads(previous_threads)
@@ -332,6 +351,7 @@ def run_benchmark(
         "device": _device_name(device),
         "device_type": device.type,
         "threads": threads,
+        "clock": clock,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "dtype": "float32",
@@ -440,7 +460,8 @@ def to_markdown(results: dict[str, Any]) -> str:
     lines = [
         "# Speed of the dynamic ResNets relative to the static one",
         "",
-        f"{results['device']}; threads: {results['threads']}; {results['dtype']}, torch {results['torch']}; "
+        f"{results['device']}; threads: {results['threads']}; clock: {results['clock']}; "
+        f"{results['dtype']}, torch {results['torch']}; "
         f"measured {results['created']} in one run of {results['wall_s']:.0f} s.",
         "",
         "Each cell: median time of one iteration (a training step: forward, backward; or an inference "
