@@ -6,9 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from fmdconv.models import convert
 from fmdconv.layers import DynamicConv2d, conv_type
-from fmdconv.models import create_model
+from fmdconv.models import convert, create_model
 
 
 class SmallNet(nn.Module):

@@ -191,5 +191,5 @@ def test_cli_rejects_unknown_names_listing_valid_ones(capsys: pytest.CaptureFixt
     with pytest.raises(SystemExit):
         main(["profile", "--model", "resnet18", "--conv", "odd"])
     assert "static, cond, dy, od, fmd" in capsys.readouterr().err
-    assert main(["profile", "--model", "resnet18", "--conv", "static", "--width", "0.5", "--no-speed"]) == 2
+    assert main(["profile", "--model", "resnet18", "--conv", "static", "--width", "-1", "--no-speed"]) == 2
     assert "width" in capsys.readouterr().err
