@@ -10,9 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
+from fmdconv.cli import main
 from fmdconv.metrics import ies, rcs
 from fmdconv.train.compare import DEFAULT_METHODS, PLOT_FILES, MethodResult, compare, write_report
-from test_train import TINY, run_command
+from test_train import TINY
 
 
 def test_compare_writes_the_table_results_and_plots(
@@ -49,13 +50,13 @@ def test_compare_writes_the_table_results_and_plots(
     recipe.save(tmp_path / "recipe.json")
     command = ["compare", "--recipe", str(tmp_path / "recipe.json"), "--methods", "static", "fmd"]
     command += ["--out", str(tmp_path), "--no-progress"]
-    assert run_command(command) == 0
+    assert main(command) == 0
     printed = capsys.readouterr().out
     rows = [line for line in printed.splitlines() if line.startswith("| ")]
     assert [row.split(" | ")[0] for row in rows] == ["| Method", "| Static", "| FMDConv"]
     assert json.loads((tmp_path / "results.json").read_text())["methods"][1]["top1"] == results[-1].top1
 
-    assert run_command([*command, "--lr", "0.5"]) == 2
+    assert main([*command, "--lr", "0.5"]) == 2
     assert "cannot resume with different lr" in capsys.readouterr().err
     with pytest.raises(ValueError, match="methods must be distinct names"):
         compare(recipe, tmp_path, methods=("fmd", "fmd"))

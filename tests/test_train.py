@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import math
@@ -13,9 +12,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from fmdconv.cli import compare as compare_command
-from fmdconv.cli import eval as eval_command
-from fmdconv.cli import train as train_command
+from fmdconv.cli import main
 from fmdconv.layers import LinearTemperature, dynamic_layers
 from fmdconv.train import checkpoint as checkpoint_module
 from fmdconv.train import trainer as trainer_module
@@ -44,16 +41,6 @@ TINY = Recipe(
     kernel_temperature="constant",
 )
 ITERS_PER_EPOCH = 4
-
-
-def run_command(argv: list[str]) -> int:
-    """Run an fmdconv command as the ``fmdconv`` executable does, with this package's commands."""
-    parser = argparse.ArgumentParser(prog="fmdconv")
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    for command in (train_command, eval_command, compare_command):
-        command.register(subparsers)
-    args = parser.parse_args(argv)
-    return args.run(args)
 
 
 def test_packaged_recipes_load_and_match_spec() -> None:
@@ -250,36 +237,32 @@ def test_train_and_eval_commands(tmp_path: Path, capsys: pytest.CaptureFixture[s
     flags = ["--dataset", "synthetic", "--model", "resnet18", "--width", "0.125", "--stem", "imagenet"]
     flags += ["--image-size", "16", "--subset", "64", "--test-subset", "32", "--batch-size", "32"]
     flags += ["--epochs", "1", "--lr", "0.02", "--conv", "od", "--temperature-warm-epochs", "1"]
-    assert run_command(["train", *flags, "--out", str(out), "--no-progress", "--no-tensorboard"]) == 0
+    assert main(["train", *flags, "--out", str(out), "--no-progress", "--no-tensorboard"]) == 0
     assert "1 epochs, test top-1" in capsys.readouterr().out
-    assert run_command(["train", *flags, "--out", str(out)]) == 2
+    assert main(["train", *flags, "--out", str(out)]) == 2
     assert "already holds a run" in capsys.readouterr().err
-    assert run_command(["train", "--out", str(out), "--resume", "--lr", "0.5"]) == 2
+    assert main(["train", "--out", str(out), "--resume", "--lr", "0.5"]) == 2
     assert "cannot resume with different lr" in capsys.readouterr().err
-    assert run_command(["train", "--out", str(out), "--resume", "--epochs", "2", "--no-progress"]) == 0
+    assert main(["train", "--out", str(out), "--resume", "--epochs", "2", "--no-progress"]) == 0
     assert load_checkpoint(out / "last.pt")["epoch"] == 2
     assert "2 epochs" in capsys.readouterr().out
 
-    assert (
-        run_command(["eval", str(out / "last.pt"), "--json", "--latency-repeats", "2", "--no-progress"]) == 0
-    )
+    assert main(["eval", str(out / "last.pt"), "--json", "--latency-repeats", "2", "--no-progress"]) == 0
     report = json.loads(capsys.readouterr().out)
     final = load_checkpoint(out / "last.pt")["history"][-1]
     assert (report["top1"], report["top5"], report["images"]) == (final["test_top1"], final["test_top5"], 32)
     assert report["latency"]["batch_size"] == 1 and report["latency"]["median_s"] > 0
-    assert run_command(["eval", str(out / "best.pt"), "--latency-repeats", "1", "--no-progress"]) == 0
+    assert main(["eval", str(out / "best.pt"), "--latency-repeats", "1", "--no-progress"]) == 0
     assert "top-1" in capsys.readouterr().out
 
     assert (
-        run_command(
-            ["train", "--dataset", "cifar10", "--data-dir", str(tmp_path), "--out", str(tmp_path / "c")]
-        )
+        main(["train", "--dataset", "cifar10", "--data-dir", str(tmp_path), "--out", str(tmp_path / "c")])
         == 1
     )
     assert "cifar10 not found" in capsys.readouterr().err
-    assert run_command(["train", "--dataset", "mnist", "--out", str(tmp_path / "m")]) == 2
+    assert main(["train", "--dataset", "mnist", "--out", str(tmp_path / "m")]) == 2
     assert "dataset must be one of" in capsys.readouterr().err
-    assert run_command(["eval", str(tmp_path / "missing.pt")]) == 1
+    assert main(["eval", str(tmp_path / "missing.pt")]) == 1
 
 
 def test_progress_bar_on_a_terminal_and_in_a_log() -> None:
