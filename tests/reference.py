@@ -12,8 +12,8 @@ from torch import Tensor, nn
 from fmdconv.layers import DynamicConv2d
 
 
-def reference_forward(layer: DynamicConv2d, x: Tensor) -> Tensor:
-    attentions = layer.attentions(x)
+def reference_forward(layer: DynamicConv2d, x: Tensor, kernel_attention: Tensor | None = None) -> Tensor:
+    attentions = layer.attentions(x, kernel_attention)
     static = nn.Conv2d(
         layer.in_channels,
         layer.out_channels,

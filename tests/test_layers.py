@@ -15,8 +15,10 @@ from fmdconv import (
     CondConv2d,
     DyConv2d,
     DynamicConv2d,
+    DynamicLinear,
     FMDConv2d,
     ODConv2d,
+    SharedRouting,
     create_conv2d,
     set_attentions,
     set_formulation,
@@ -48,11 +50,13 @@ def randomise(layer: DynamicConv2d) -> DynamicConv2d:
     return layer
 
 
-def assert_matches_reference(layer: DynamicConv2d, x: torch.Tensor) -> None:
-    expected = reference_forward(layer, x)
+def assert_matches_reference(
+    layer: DynamicConv2d, x: torch.Tensor, kernel_attention: torch.Tensor | None = None
+) -> None:
+    expected = reference_forward(layer, x, kernel_attention)
     for formulation in formulations_for(layer):
         layer.formulation = formulation
-        actual = layer(x)
+        actual = layer(x, kernel_attention)
         assert actual.shape == expected.shape, formulation
         torch.testing.assert_close(actual, expected, **TOLERANCE, msg=lambda m, f=formulation: f"{f}: {m}")
     layer.formulation = "auto"
@@ -248,6 +252,60 @@ def test_channels_last_input_matches_the_reference(method):
     x = torch.randn(4, 8, 6, 6).to(memory_format=torch.channels_last)
     assert_matches_reference(layer, x)
     assert_matches_reference(layer, x[:1])
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_shared_routing_takes_the_blocks_kernel_attention(method):
+    layer = randomise(method(6, 8, 3, padding=1, kernel_num=3, shared_routing=True))
+    assert layer.kernel_path is None and (layer.gate is None or "kernel" not in layer.gate.heads)
+    assert "kernel" in layer.available_attentions and "shared_routing=True" in repr(layer)
+    routing = torch.rand(4, 3)
+    x = torch.randn(4, 6, 7, 7)
+    assert_matches_reference(layer, x, routing)
+    torch.testing.assert_close(layer.attentions(x, routing)["kernel"], routing)
+    layer.eval()  # so the gate trunk's BatchNorm treats one sample as it does four
+    torch.testing.assert_close(layer(x[0], routing[0]), layer(x, routing)[0], **TOLERANCE)
+    with pytest.raises(
+        ValueError, match=r"pass the block's routing as kernel_attention, shape .* \(4, 3\), got None"
+    ):
+        layer(x)
+    with pytest.raises(ValueError, match=r"\(4, 3\), got \(4, 2\)"):
+        layer(x, routing[:, :2])
+    with pytest.raises(
+        ValueError, match="kernel_attention is only for layers built with shared_routing=True"
+    ):
+        method(6, 8, 3, kernel_num=3)(x, routing)
+
+
+def test_shared_routing_module_and_parameter_savings():
+    routing = SharedRouting(6, 3)
+    x = torch.randn(2, 6, 5, 5)
+    torch.testing.assert_close(routing(x), torch.sigmoid(routing.fc(x.mean((2, 3)))))
+    torch.testing.assert_close(routing(x.mean((2, 3))), routing(x))
+    own, shared = CondConv2d(6, 8, 3, kernel_num=3), CondConv2d(6, 8, 3, kernel_num=3, shared_routing=True)
+    assert sum(p.numel() for p in own.parameters()) - sum(p.numel() for p in shared.parameters()) == 6 * 3 + 3
+    with pytest.raises(ValueError, match="shared_routing needs a kernel attention; kernel_num=1 has none"):
+        FMDConv2d(6, 8, 3, kernel_num=1, shared_routing=True)
+
+
+@pytest.mark.parametrize("kind", ["cond", "fmd"])
+def test_dynamic_linear_is_a_per_sample_mix_of_linear_layers(kind):
+    layer = DynamicLinear(6, 5, kind=kind, kernel_num=3)
+    randomise(layer.conv)
+    x = torch.randn(4, 6)
+    attentions = layer.conv.attentions(x[:, :, None, None])
+    kernel = attentions["kernel"]
+    weight = torch.einsum("bn,noi->boi", kernel, layer.weight[..., 0, 0])
+    expected = torch.einsum("boi,bi->bo", weight, x * attentions.get("input", 1.0)) + kernel @ layer.bias
+    expected = expected * attentions.get("output", 1.0)
+    torch.testing.assert_close(layer(x), expected, **TOLERANCE)
+    layer.eval()
+    torch.testing.assert_close(layer(x[1]), layer(x)[1], **TOLERANCE)
+    assert layer.weight.shape == (3, 5, 6, 1, 1) and layer.bias.shape == (3, 5)
+    with pytest.raises(ValueError, match=r"expected an input of shape \(B, 6\) or \(6,\), got \(4, 6, 1\)"):
+        layer(x[..., None])
+    with pytest.raises(ValueError, match="kind must be a dynamic method"):
+        DynamicLinear(6, 5, kind="static")
 
 
 def choice(layer: DynamicConv2d, shape: tuple[int, ...]) -> str:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
-from fmdconv.layers import CONV_KINDS, DynamicConv2d
+from fmdconv.layers import CONV_KINDS, DynamicConv2d, DynamicLinear, SharedRouting
 from fmdconv.models import create_model, list_models
 from fmdconv.models.conv_factory import REPLACED_ROLES
+from reference import reference_forward
 
 
 def param_count(name: str, conv: str, kernel_num: int = 4, **options: object) -> int:
@@ -50,13 +50,12 @@ PUBLISHED_ROWS = [
     ("mobilenet_v2", "dy", 4, 0.5, 4.57),
     ("mobilenet_v2", "od", 1, 0.5, 2.43),
     ("mobilenet_v2", "od", 4, 0.5, 4.44),
+    # The CondConv paper's layout: experts in the final 6 blocks and the classifier, routing per block.
+    ("mobilenet_v2", "cond", 8, 1.0, 22.88),
+    ("mobilenet_v2", "cond", 8, 0.75, 17.51),
+    ("mobilenet_v2", "cond", 8, 0.5, 13.61),
 ]
 
-CONDCONV_ROUTING = (
-    "the ODConv paper's CondConv follows the CondConv paper on MobileNetV2 (final 6 inverted residual "
-    "blocks and the classifier; one routing function per block, shared by its convs), which the layer "
-    "core cannot express: see test_condconv_rows_are_the_condconv_paper_layout"
-)
 MOBILENET_HALF = (
     "MobileNetV2 0.5x has 1,968,680 parameters (the ODConv authors' README: 1.97M); "
     "the paper's 2.00M is the DyConv paper's rounded 2.0M"
@@ -67,12 +66,7 @@ def unmatched(row: tuple[str, str, int, float, float], reason: str) -> object:
     return pytest.param(*row, marks=pytest.mark.xfail(strict=True, reason=reason))
 
 
-UNMATCHED_ROWS = [
-    unmatched(("mobilenet_v2", "cond", 8, 1.0, 22.88), CONDCONV_ROUTING),
-    unmatched(("mobilenet_v2", "cond", 8, 0.75, 17.51), CONDCONV_ROUTING),
-    unmatched(("mobilenet_v2", "cond", 8, 0.5, 13.61), CONDCONV_ROUTING),
-    unmatched(("mobilenet_v2", "static", 1, 0.5, 2.00), MOBILENET_HALF),
-]
+UNMATCHED_ROWS = [unmatched(("mobilenet_v2", "static", 1, 0.5, 2.00), MOBILENET_HALF)]
 
 
 @pytest.mark.parametrize(
@@ -100,29 +94,56 @@ def dynamic_named(name: str, conv: str, kernel_num: int = 4, **options: object) 
     return {n: m for n, m in model.named_modules() if isinstance(m, DynamicConv2d)}
 
 
-def test_condconv_rows_are_the_condconv_paper_layout() -> None:
-    """Static MobileNetV2 + 7 extra copies of the kernels of features 12-17 and of the classifier's weights
-    and biases + one routing FC (C_in -> 8) per block gives the ODConv paper's CondConv (8x) rows."""
-    experts = 8
-    for width, published in ((1.0, 22.88), (0.75, 17.51), (0.5, 13.61)):
-        with torch.device("meta"):
-            static = create_model("mobilenet_v2", conv="static", width=width)
-        late_blocks = list(static.features)[12:18]
-        kernels = sum(
-            m.weight.numel() for block in late_blocks for m in block.modules() if isinstance(m, nn.Conv2d)
-        )
-        routing = sum(block.conv[0][0].in_channels * experts + experts for block in late_blocks)
-        classifier = sum(p.numel() for p in static.classifier.parameters())
-        total = (
-            param_count("mobilenet_v2", "static", 1, width=width)
-            + (experts - 1) * (kernels + classifier)
-            + routing
-        )
-        assert round(in_millions(total), 2) == published
+def test_condconv_mobilenet_follows_the_condconv_paper() -> None:
+    """Experts in features 12-17 and the classifier only; one routing FC per late block, shared."""
+    model = create_model("mobilenet_v2", conv="cond", kernel_num=8)
+    dynamic = {n for n, m in model.named_modules() if isinstance(m, DynamicConv2d)}
+    assert {n.split(".")[1] for n in dynamic if n.startswith("features.")} == {str(i) for i in range(12, 18)}
+    assert isinstance(model.classifier[1], DynamicLinear) and "classifier.1.conv" in dynamic
+    routed = {n for n, m in model.named_modules() if isinstance(m, SharedRouting)}
+    assert routed == {f"features.{i}.routing" for i in range(12, 18)}
+    assert all(model.get_submodule(n).shared_routing for n in dynamic if n.startswith("features."))
+    assert model.classifier[1].conv.shared_routing  # it takes the routing of features.17
+    block = model.features[15].eval()
+    assert block.use_residual
+    x = torch.randn(2, block.conv[0][0].in_channels, 7, 7)
+    routing = block.routing(x)
+    expected = x
+    for conv in (block.conv[0], block.conv[1]):
+        expected = conv[2](conv[1](reference_forward(conv[0], expected, routing)))
+    expected = x + block.conv[3](reference_forward(block.conv[2], expected, routing))
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), expected, atol=2e-5, rtol=1e-4)
+        hidden = model.eval().features[:17](images)
+        last_routing = model.features[17].routing(hidden)
+        pooled = model.features[18](model.features[17](hidden)).mean((2, 3))
+        expected_logits = model.classifier[1](pooled, last_routing)
+        torch.testing.assert_close(model(images), expected_logits, atol=2e-5, rtol=1e-4)
+    features = create_model("mobilenet_v2", conv="cond", kernel_num=2, features_only=True)
+    assert [m.shape[1] for m in features.eval()(images)] == [24, 32, 96, 1280]
+
+
+def test_condconv_layout_options() -> None:
+    uniform = dynamic_named(
+        "mobilenet_v2",
+        "cond",
+        replaced_roles=frozenset({"block", "late_block", "head"}),
+        shared_routing=False,
+    )
+    assert len(uniform) == len(dynamic_named("mobilenet_v2", "od")) == 51
+    assert not any(m.shared_routing for m in uniform.values())
+    assert not any(m.shared_routing for m in dynamic_named("resnet18", "cond").values())
+    with pytest.raises(ValueError, match="shared_routing is CondConv's"):
+        create_model("mobilenet_v2", conv="od", shared_routing=True)
+    with pytest.raises(ValueError, match="blocks with shared routing are MobileNetV2's"):
+        create_model("resnet18", conv="cond", shared_routing=True)
+    with pytest.raises(ValueError, match=r"conv='static' takes no dynamic options, got \['shared_routing'\]"):
+        create_model("resnet18", conv="static", shared_routing=False)
 
 
 def test_which_convolutions_each_method_replaces() -> None:
-    assert REPLACED_ROLES["od"] == REPLACED_ROLES["fmd"] == {"block", "head"}
+    assert REPLACED_ROLES["od"] == REPLACED_ROLES["fmd"] == {"block", "late_block", "head"}
     od = dynamic_named("resnet18", "od")
     assert len(od) == 16 and "conv1" not in od and not any("downsample" in n for n in od)
     dy = dynamic_named("resnet18", "dy")
@@ -222,7 +243,7 @@ def test_unknown_names_and_bad_options_are_named() -> None:
     with pytest.raises(ValueError, match="no dynamic options"):
         create_model("resnet18", conv="static", reduction=0.25)
     with pytest.raises(ValueError, match="replaced_roles"):
-        create_model("resnet18", conv="od", replaced_roles=frozenset({"classifier"}))
+        create_model("resnet18", conv="od", replaced_roles=frozenset({"decoder"}))
 
 
 def test_resnet_width_scales_the_stage_widths() -> None:

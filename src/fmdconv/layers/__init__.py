@@ -1,5 +1,6 @@
 """Dynamic convolution layers: one core (:class:`DynamicConv2d`) and the four methods as presets."""
 
+from fmdconv.layers.attention import SharedRouting
 from fmdconv.layers.dynamic_conv import (
     ATTENTION_NAMES,
     DynamicConv2d,
@@ -7,6 +8,7 @@ from fmdconv.layers.dynamic_conv import (
     set_attentions,
     set_formulation,
 )
+from fmdconv.layers.dynamic_linear import DynamicLinear
 from fmdconv.layers.factory import CONV_KINDS, conv_type, create_conv2d
 from fmdconv.layers.formulations import FORMULATIONS
 from fmdconv.layers.methods import CondConv2d, DyConv2d, FMDConv2d, ODConv2d
@@ -29,9 +31,11 @@ __all__ = [
     "DyConv2d",
     "DynamicConv2d",
     "DynamicConvSpec",
+    "DynamicLinear",
     "FMDConv2d",
     "LinearTemperature",
     "ODConv2d",
+    "SharedRouting",
     "StepTemperature",
     "TemperatureScheduler",
     "conv_type",

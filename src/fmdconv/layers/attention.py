@@ -107,3 +107,17 @@ class KernelRouting(nn.Module):
 
     def forward(self, pooled: Tensor) -> Tensor:
         return self.fc(pooled)
+
+
+class SharedRouting(KernelRouting):
+    """CondConv's routing function computed once per block and shared by the block's convolutions.
+
+    Yang et al. (NeurIPS 2019) share the routing weights r = sigmoid(FC(GAP(x))) of the block input
+    among the convolutions of a block (their MobileNetV2). Build those convolutions with
+    ``shared_routing=True`` and pass them ``r`` as ``kernel_attention``.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Routing weights (B, n) for a block input (B, C, H, W), or for already pooled (B, C)."""
+        pooled = x.mean((2, 3)) if x.dim() == 4 else x
+        return torch.sigmoid(self.fc(pooled))

@@ -77,6 +77,10 @@ class DynamicConv2d(nn.Module):
             narrower MLP whose counts the ODConv paper reports for DyConv). The width is
             ``kernel_num`` when ``in_channels`` is 3, as in the DyConv code.
         gate_temperature, kernel_temperature: initial temperatures (defaults: the spec's).
+        shared_routing: the kernel attention comes from outside: a routing function computed once
+            per block and shared by its convolutions, as in the CondConv paper's MobileNetV2 (see
+            :class:`~fmdconv.layers.attention.SharedRouting`). The layer then has no kernel path of
+            its own, and ``forward`` takes the (B, n) attention as ``kernel_attention``.
 
     Attributes:
         weight: the n static kernels, (n, C_out, C_in/groups, kh, kw).
@@ -112,6 +116,7 @@ class DynamicConv2d(nn.Module):
         hidden_extra: int | None = None,
         gate_temperature: float | None = None,
         kernel_temperature: float | None = None,
+        shared_routing: bool = False,
     ) -> None:
         super().__init__()
         name = type(self).__name__
@@ -126,6 +131,8 @@ class DynamicConv2d(nn.Module):
             )
         if not isinstance(kernel_num, int) or isinstance(kernel_num, bool) or kernel_num < 1:
             raise ValueError(f"{name}: kernel_num must be an int >= 1, got {kernel_num!r}")
+        if shared_routing and not self._has_kernel_attention(kernel_num):
+            raise ValueError(f"{name}: shared_routing needs a kernel attention; kernel_num=1 has none")
         if padding_mode not in PADDING_MODES:
             raise ValueError(f"{name}: padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
         self._reject_unused_options(
@@ -160,6 +167,7 @@ class DynamicConv2d(nn.Module):
         self.groups = groups
         self.padding_mode = padding_mode
         self.kernel_num = kernel_num
+        self.shared_routing = shared_routing
         self.formulation = "auto"
         self.fold_attentions = True
         self.disabled_attentions: set[str] = set()
@@ -172,16 +180,17 @@ class DynamicConv2d(nn.Module):
         use_bias = spec.bias if bias is None else bias
         self.bias = nn.Parameter(torch.empty(kernel_num, out_channels, **factory)) if use_bias else None
 
-        heads = self._gate_heads(kernel_num)
+        heads = self._gate_heads(kernel_num, shared_routing)
         trunk_width = max(int(in_channels * reduction), min_channels)
         self.gate = GateTrunk(in_channels, trunk_width, heads, **factory) if heads else None
         self.kernel_path: nn.Module | None = None
-        if self._has_kernel_attention(kernel_num) and spec.kernel_source == "mlp":
+        own_kernel_attention = self._has_kernel_attention(kernel_num) and not shared_routing
+        if own_kernel_attention and spec.kernel_source == "mlp":
             hidden = (
                 kernel_num if in_channels == 3 else max(1, int(in_channels * hidden_ratio) + hidden_extra)
             )
             self.kernel_path = KernelMLP(in_channels, hidden, kernel_num, **factory)
-        elif self._has_kernel_attention(kernel_num) and spec.kernel_source == "routing":
+        elif own_kernel_attention and spec.kernel_source == "routing":
             self.kernel_path = KernelRouting(in_channels, kernel_num, **factory)
 
         for buffer_name, default, value in (
@@ -217,7 +226,7 @@ class DynamicConv2d(nn.Module):
         # routing still scales a single kernel.
         return kernel_num > 1 or self.spec.kernel_activation == "sigmoid"
 
-    def _gate_heads(self, kernel_num: int) -> dict[str, int]:
+    def _gate_heads(self, kernel_num: int, shared_routing: bool) -> dict[str, int]:
         spec = self.spec
         depthwise = self.in_channels == self.out_channels == self.groups
         sizes = {
@@ -226,7 +235,7 @@ class DynamicConv2d(nn.Module):
             "spatial": None if self.kernel_size == (1, 1) else self.kernel_size[0] * self.kernel_size[1],
         }
         heads = {gate: sizes[gate] for gate in spec.gates if sizes[gate] is not None}
-        if spec.kernel_source == "trunk" and self._has_kernel_attention(kernel_num):
+        if spec.kernel_source == "trunk" and self._has_kernel_attention(kernel_num) and not shared_routing:
             heads["kernel"] = kernel_num
         return heads
 
@@ -244,7 +253,7 @@ class DynamicConv2d(nn.Module):
     def available_attentions(self) -> tuple[str, ...]:
         """The attentions this layer computes (before any ablation)."""
         names = set(self.gate.heads) if self.gate is not None else set()
-        if self.kernel_path is not None:
+        if self.kernel_path is not None or self.shared_routing:
             names.add("kernel")
         return tuple(n for n in ATTENTION_NAMES if n in names)
 
@@ -269,7 +278,24 @@ class DynamicConv2d(nn.Module):
                 f"got {x.shape[1]} (shape {tuple(x.shape)})"
             )
 
-    def _attentions(self, x: Tensor) -> dict[str, Tensor]:
+    def _check_kernel_attention(self, x: Tensor, kernel_attention: Tensor | None) -> None:
+        name = type(self).__name__
+        if not self.shared_routing:
+            if kernel_attention is not None:
+                raise ValueError(
+                    f"{name} computes its own kernel attention: kernel_attention is only for layers "
+                    "built with shared_routing=True"
+                )
+            return
+        expected = (x.shape[0], self.kernel_num)
+        if kernel_attention is None or tuple(kernel_attention.shape) != expected:
+            got = None if kernel_attention is None else tuple(kernel_attention.shape)
+            raise ValueError(
+                f"{name} was built with shared_routing=True: pass the block's routing as "
+                f"kernel_attention, shape (batch, kernel_num) = {expected}, got {got}"
+            )
+
+    def _attentions(self, x: Tensor, kernel_attention: Tensor | None = None) -> dict[str, Tensor]:
         pooled = x.mean((2, 3))
         attentions: dict[str, Tensor] = {}
         kernel_logits = None
@@ -281,7 +307,9 @@ class DynamicConv2d(nn.Module):
                     attentions[name] = torch.sigmoid(logits / self.gate_temperature)
         if self.kernel_path is not None:
             kernel_logits = self.kernel_path(pooled)
-        if kernel_logits is not None:
+        if kernel_attention is not None:
+            attentions["kernel"] = kernel_attention
+        elif kernel_logits is not None:
             if self.spec.kernel_activation == "softmax":
                 attentions["kernel"] = F.softmax(kernel_logits / self.kernel_temperature, dim=1)
             else:
@@ -292,23 +320,34 @@ class DynamicConv2d(nn.Module):
             attentions.pop(name, None)
         return attentions
 
-    def attentions(self, x: Tensor) -> dict[str, Tensor]:
-        """The attentions for input ``x``: a dict with only those this layer has (and has enabled).
-
-        Keys: ``input`` (B, C_in), ``output`` (B, C_out), ``spatial`` (B, kh, kw), ``kernel`` (B, n).
-        """
-        unbatched = x.dim() == 3
-        x = x.unsqueeze(0) if unbatched else x
-        self._check_input(x)
-        attentions = self._attentions(x)
-        return {k: v[0] for k, v in attentions.items()} if unbatched else attentions
-
-    def forward(self, x: Tensor) -> Tensor:
+    def _batched(self, x: Tensor, kernel_attention: Tensor | None) -> tuple[Tensor, Tensor | None, bool]:
+        """``x`` and ``kernel_attention`` with a batch dimension, checked, and whether it was added."""
         unbatched = x.dim() == 3
         if unbatched:
             x = x.unsqueeze(0)
+            kernel_attention = None if kernel_attention is None else kernel_attention.unsqueeze(0)
         self._check_input(x)
-        attentions = self._attentions(x)
+        self._check_kernel_attention(x, kernel_attention)
+        return x, kernel_attention, unbatched
+
+    def attentions(self, x: Tensor, kernel_attention: Tensor | None = None) -> dict[str, Tensor]:
+        """The attentions for input ``x``: a dict with only those this layer has (and has enabled).
+
+        Keys: ``input`` (B, C_in), ``output`` (B, C_out), ``spatial`` (B, kh, kw), ``kernel`` (B, n).
+        ``kernel_attention``: the block's routing, for layers built with ``shared_routing=True``.
+        """
+        x, kernel_attention, unbatched = self._batched(x, kernel_attention)
+        attentions = self._attentions(x, kernel_attention)
+        return {k: v[0] for k, v in attentions.items()} if unbatched else attentions
+
+    def forward(self, x: Tensor, kernel_attention: Tensor | None = None) -> Tensor:
+        """Convolve ``x`` (B, C_in, H, W) or (C_in, H, W).
+
+        ``kernel_attention`` (B, n), or (n,) for an unbatched ``x``, is required by layers built with
+        ``shared_routing=True`` (the routing of their block) and refused by the others.
+        """
+        x, kernel_attention, unbatched = self._batched(x, kernel_attention)
+        attentions = self._attentions(x, kernel_attention)
         formulation = self.formulation
         if formulation == "auto":
             formulation = choose_formulation(
@@ -340,6 +379,8 @@ class DynamicConv2d(nn.Module):
             text += ", bias=False"
         if self.padding_mode != "zeros":
             text += f", padding_mode={self.padding_mode!r}"
+        if self.shared_routing:
+            text += ", shared_routing=True"
         return text
 
 

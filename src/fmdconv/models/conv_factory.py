@@ -8,19 +8,25 @@ code (SPEC section 1):
 ``stem``
     The first convolution. Never replaced (ODConv, FMDConv and DyConv code all keep it static).
 ``block``
-    Every convolution inside a residual block: ResNet ``conv1/2/3``, all MobileNetV2
-    inverted-residual convolutions. Replaced by every dynamic method.
+    Every convolution inside a residual block: ResNet ``conv1/2/3``, the MobileNetV2
+    inverted-residual convolutions of all but the final 6 blocks. Replaced by every dynamic method.
+``late_block``
+    The convolutions of MobileNetV2's final 6 inverted residual blocks (``features.12-17``).
+    Replaced by every dynamic method.
 ``downsample``
     ResNet's 1x1 projection shortcuts. Replaced only by DyConv, as in the DyConv baseline of the
     ODConv paper (its 45.47M for ResNet-18 4x counts them).
 ``head``
     MobileNetV2's last 1x1 convolution (320 -> 1280). Replaced by every dynamic method, as in the
     ODConv code.
+``classifier``
+    The final fully connected layer; made dynamic (a :class:`~fmdconv.layers.DynamicLinear`) only by
+    CondConv's MobileNetV2 layout.
 
-CondConv replaces what ODConv does. The CondConv paper's own MobileNetV2 (used for the ODConv paper's
-CondConv rows) has experts only in the final 6 blocks and the classifier, with one routing function
-shared by the convolutions of a block; layers here compute their own routing, so that layout is not
-offered (``docs/models.md`` gives the exact count it would have).
+CondConv replaces what ODConv does, except on MobileNetV2, where it follows the CondConv paper (whose
+counts the ODConv paper reports for CondConv 8x): experts only in the final 6 inverted residual
+blocks and in the classifier, and one routing function per block shared by its convolutions
+(``shared_routing``). :data:`MODEL_LAYOUTS` holds such per-backbone exceptions.
 """
 
 from __future__ import annotations
@@ -29,22 +35,27 @@ from typing import Any, Literal
 
 from torch import nn
 
-from fmdconv.layers import CONV_KINDS, create_conv2d
+from fmdconv.layers import CONV_KINDS, DynamicLinear, SharedRouting, create_conv2d
 
-Role = Literal["stem", "block", "downsample", "head"]
-ROLES: tuple[str, ...] = ("stem", "block", "downsample", "head")
+Role = Literal["stem", "block", "late_block", "downsample", "head", "classifier"]
+ROLES: tuple[str, ...] = ("stem", "block", "late_block", "downsample", "head", "classifier")
 
 # Per-kernel biases in the backbones where they differ from the method's default: DyConv's backbones
 # (the DyConv code's ResNet, the ODConv paper's DyConv rows) have none, the convolutions being followed
 # by BatchNorm. FMDConv's authors keep theirs (its default); ODConv has none by default.
-BACKBONE_BIAS: dict[str, bool] = {"dy": False}
+BACKBONE_BIAS: dict[str, bool] = {"cond": False, "dy": False}
 
 REPLACED_ROLES: dict[str, frozenset[str]] = {
     "static": frozenset(),
-    "cond": frozenset({"block", "head"}),
-    "dy": frozenset({"block", "downsample", "head"}),
-    "od": frozenset({"block", "head"}),
-    "fmd": frozenset({"block", "head"}),
+    "cond": frozenset({"block", "late_block", "head"}),
+    "dy": frozenset({"block", "late_block", "downsample", "head"}),
+    "od": frozenset({"block", "late_block", "head"}),
+    "fmd": frozenset({"block", "late_block", "head"}),
+}
+
+# (model, conv) -> (replaced roles, shared routing) where a method's paper lays a backbone out its own way.
+MODEL_LAYOUTS: dict[tuple[str, str], tuple[frozenset[str], bool]] = {
+    ("mobilenet_v2", "cond"): (frozenset({"late_block", "classifier"}), True),
 }
 
 
@@ -57,6 +68,10 @@ class ConvFactory:
         replaced_roles: roles to make dynamic (default: the method's, :data:`REPLACED_ROLES`).
         bias: per-kernel biases of the dynamic layers (default: :data:`BACKBONE_BIAS`, else the
             method's default).
+        model: the backbone's name, whose layout for the method (:data:`MODEL_LAYOUTS`) gives the
+            defaults of ``replaced_roles`` and ``shared_routing``.
+        shared_routing: one routing function per block, shared by the block's dynamic convolutions
+            (CondConv only; backbones that support it ask :meth:`block_routing`).
         options: further options of the dynamic layers (``reduction``, ``hidden_ratio``,
             ``gate_temperature``, ...); rejected for ``conv="static"``.
     """
@@ -67,14 +82,21 @@ class ConvFactory:
         kernel_num: int = 4,
         replaced_roles: frozenset[str] | None = None,
         bias: bool | None = None,
+        model: str | None = None,
+        shared_routing: bool | None = None,
         **options: Any,
     ) -> None:
         if conv not in CONV_KINDS:
             raise ValueError(f"unknown conv {conv!r}; accepted: {', '.join(CONV_KINDS)}")
-        if conv == "static" and (options or bias is not None):
-            given = sorted([*options, *(["bias"] if bias is not None else [])])
-            raise ValueError(f"conv='static' takes no dynamic options, got {given}")
-        roles = REPLACED_ROLES[conv] if replaced_roles is None else frozenset(replaced_roles)
+        if conv == "static" and (options or bias is not None or shared_routing is not None):
+            given = [*options, *(["bias"] if bias is not None else [])]
+            given += ["shared_routing"] if shared_routing is not None else []
+            raise ValueError(f"conv='static' takes no dynamic options, got {sorted(given)}")
+        layout_roles, layout_routing = MODEL_LAYOUTS.get((model or "", conv), (REPLACED_ROLES[conv], False))
+        shared_routing = layout_routing if shared_routing is None else shared_routing
+        if shared_routing and conv != "cond":
+            raise ValueError(f"shared_routing is CondConv's (conv='cond'), got conv={conv!r}")
+        roles = layout_roles if replaced_roles is None else frozenset(replaced_roles)
         unknown = roles - set(ROLES)
         if unknown:
             raise ValueError(f"unknown replaced_roles {sorted(unknown)}; accepted: {', '.join(ROLES)}")
@@ -82,6 +104,7 @@ class ConvFactory:
         self.kernel_num = kernel_num
         self.replaced_roles = roles if conv != "static" else frozenset()
         self.bias = BACKBONE_BIAS.get(conv) if bias is None else bias
+        self.shared_routing = shared_routing
         self.options = options
 
     def __call__(
@@ -92,12 +115,14 @@ class ConvFactory:
         kernel_size: int,
         stride: int = 1,
         groups: int = 1,
+        routed: bool = False,
     ) -> nn.Module:
-        """A 'same'-padded convolution for ``role``: dynamic where the method replaces it, else static."""
-        if role not in ROLES:
-            raise ValueError(f"unknown role {role!r}; accepted: {', '.join(ROLES)}")
+        """A 'same'-padded convolution for ``role``: dynamic where the method replaces it, else static.
+
+        ``routed``: the block has a :meth:`block_routing`, whose weights the convolution takes.
+        """
         padding = (kernel_size - 1) // 2
-        if role in self.replaced_roles:
+        if self.is_dynamic(role):
             return create_conv2d(
                 self.conv,
                 in_channels,
@@ -108,8 +133,36 @@ class ConvFactory:
                 groups=groups,
                 bias=self.bias,
                 kernel_num=self.kernel_num,
+                **({"shared_routing": True} if routed else {}),
                 **self.options,
             )
         return create_conv2d(
             "static", in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False
+        )
+
+    def is_dynamic(self, role: Role) -> bool:
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}; accepted: {', '.join(ROLES)}")
+        return role in self.replaced_roles
+
+    def block_routing(self, role: Role, in_channels: int) -> SharedRouting | None:
+        """The routing function shared by a block's convolutions of ``role``, or None (each its own)."""
+        if not (self.shared_routing and self.is_dynamic(role)):
+            return None
+        return SharedRouting(in_channels, self.kernel_num)
+
+    def linear(self, in_features: int, out_features: int, routed: bool = False) -> nn.Module:
+        """The classifier: a :class:`~fmdconv.layers.DynamicLinear` where the method replaces it.
+
+        ``routed``: it takes the routing weights of a block (``shared_routing``) instead of its own.
+        """
+        if not self.is_dynamic("classifier"):
+            return nn.Linear(in_features, out_features)
+        return DynamicLinear(
+            in_features,
+            out_features,
+            kind=self.conv,
+            kernel_num=self.kernel_num,
+            **({"shared_routing": True} if routed else {}),
+            **self.options,
         )

@@ -4,12 +4,18 @@ Sandler, Howard, Zhu, Zhmoginov, Chen. "MobileNetV2: Inverted Residuals and Line
 CVPR 2018. The layout and module names are torchvision's (``features.0`` the stem,
 ``features.{1..17}.conv.*`` the inverted residuals, ``features.18`` the last 1x1 convolution,
 ``classifier.1``), which the ODConv authors' MobileNetV2 shares, so their checkpoints map key for key.
+
+With CondConv's layout (Yang et al., NeurIPS 2019) each of the final 6 blocks has a ``routing``
+function whose weights its convolutions share, and ``classifier.1`` is a
+:class:`~fmdconv.layers.DynamicLinear` that takes the routing weights of the last block
+(``features.17``): the ODConv paper's CondConv counts leave no parameters for a routing of its own.
 """
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
+from fmdconv.layers import DynamicConv2d
 from fmdconv.models.conv_factory import ConvFactory, Role
 from fmdconv.models.features import FeatureBackbone, FeatureInfo
 
@@ -25,6 +31,7 @@ INVERTED_RESIDUAL_SETTING = (
 )
 STEM_CHANNELS = 32
 LAST_CHANNELS = 1280
+LATE_BLOCKS = 6  # the final blocks, where the CondConv paper puts its experts (role "late_block")
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -49,35 +56,64 @@ class ConvBNReLU6(nn.Sequential):
         kernel_size: int = 3,
         stride: int = 1,
         groups: int = 1,
+        routed: bool = False,
     ) -> None:
         super().__init__(
-            conv(role, in_channels, out_channels, kernel_size, stride, groups),
+            conv(role, in_channels, out_channels, kernel_size, stride, groups, routed),
             nn.BatchNorm2d(out_channels),
             nn.ReLU6(inplace=True),
         )
 
 
+def _forward_routed(layers: nn.Sequential, x: Tensor, routing: Tensor) -> Tensor:
+    """Run ``layers`` on ``x``, handing the block's routing weights to every dynamic convolution."""
+    for layer in layers:
+        if isinstance(layer, nn.Sequential):
+            x = _forward_routed(layer, x, routing)
+        elif isinstance(layer, DynamicConv2d):
+            x = layer(x, routing)
+        else:
+            x = layer(x)
+    return x
+
+
 class InvertedResidual(nn.Module):
-    """1x1 expansion (absent when t = 1), 3x3 depthwise, linear 1x1 projection; residual if shapes match."""
+    """1x1 expansion (absent when t = 1), 3x3 depthwise, linear 1x1 projection; residual if shapes match.
+
+    ``routing`` is the block's shared routing function (CondConv's layout), or None.
+    """
 
     def __init__(
-        self, in_channels: int, out_channels: int, stride: int, expand_ratio: int, conv: ConvFactory
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        expand_ratio: int,
+        conv: ConvFactory,
+        role: Role = "block",
     ) -> None:
         super().__init__()
         hidden = round(in_channels * expand_ratio)
         self.use_residual = stride == 1 and in_channels == out_channels
+        self.routing = conv.block_routing(role, in_channels)
+        routed = self.routing is not None
         layers: list[nn.Module] = []
         if expand_ratio != 1:
-            layers.append(ConvBNReLU6(conv, "block", in_channels, hidden, kernel_size=1))
+            layers.append(ConvBNReLU6(conv, role, in_channels, hidden, kernel_size=1, routed=routed))
         layers += [
-            ConvBNReLU6(conv, "block", hidden, hidden, stride=stride, groups=hidden),
-            conv("block", hidden, out_channels, 1),
+            ConvBNReLU6(conv, role, hidden, hidden, stride=stride, groups=hidden, routed=routed),
+            conv(role, hidden, out_channels, 1, routed=routed),
             nn.BatchNorm2d(out_channels),
         ]
         self.conv = nn.Sequential(*layers)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return x + self.conv(x) if self.use_residual else self.conv(x)
+    def forward(self, x: Tensor, routing: Tensor | None = None) -> Tensor:
+        """``routing``: this block's routing weights when the caller has already computed them."""
+        if self.routing is None:
+            out = self.conv(x)
+        else:
+            out = _forward_routed(self.conv, x, self.routing(x) if routing is None else routing)
+        return x + out if self.use_residual else out
 
 
 class MobileNetV2(FeatureBackbone):
@@ -114,6 +150,7 @@ class MobileNetV2(FeatureBackbone):
         reduction = 2 if stem == "imagenet" else 1
         features: list[nn.Module] = [ConvBNReLU6(conv, "stem", in_chans, channels, stride=reduction)]
         self.feature_info = []
+        first_late_block = sum(setting[2] for setting in INVERTED_RESIDUAL_SETTING) - LATE_BLOCKS
         for expand_ratio, base_channels, repeats, first_stride in INVERTED_RESIDUAL_SETTING:
             out_channels = make_divisible(base_channels * width)
             if first_stride == 2:
@@ -122,12 +159,17 @@ class MobileNetV2(FeatureBackbone):
                 reduction *= 2
             for index in range(repeats):
                 stride = first_stride if index == 0 else 1
-                features.append(InvertedResidual(channels, out_channels, stride, expand_ratio, conv))
+                role: Role = "late_block" if len(features) > first_late_block else "block"
+                features.append(InvertedResidual(channels, out_channels, stride, expand_ratio, conv, role))
                 channels = out_channels
         features.append(ConvBNReLU6(conv, "head", channels, self.num_features, kernel_size=1))
         self.feature_info.append(FeatureInfo(f"features.{len(features) - 1}", self.num_features, reduction))
         self.features = nn.Sequential(*features)
-        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.num_features, num_classes))
+        # With shared routing, the dynamic classifier takes the last block's routing weights.
+        last_block = features[-2]
+        self._classifier_routed = conv.shared_routing and last_block.routing is not None
+        classifier = conv.linear(self.num_features, num_classes, routed=self._classifier_routed)
+        self.classifier = nn.Sequential(nn.Dropout(dropout), classifier)
         self._feature_positions = [int(info.module.split(".")[1]) for info in self.feature_info]
         self._init_weights()
 
@@ -152,6 +194,16 @@ class MobileNetV2(FeatureBackbone):
                 maps.append(x)
         return maps
 
-    def forward_head(self, x: Tensor) -> Tensor:
-        """Global average pool, dropout and the classifier."""
-        return self.classifier(x.mean((2, 3)))
+    def forward_head(self, x: Tensor, routing: Tensor | None = None) -> Tensor:
+        """Global average pool, dropout, classifier (``routing``: the last block's, if it shares it)."""
+        pooled = self.classifier[0](x.mean((2, 3)))
+        return self.classifier[1](pooled) if routing is None else self.classifier[1](pooled, routing)
+
+    def forward(self, x: Tensor) -> Tensor | list[Tensor]:
+        if self.out_indices is not None or not self._classifier_routed:
+            return super().forward(x)
+        last_block = len(self.features) - 2
+        x = self.features[:last_block](x)
+        routing = self.features[last_block].routing(x)
+        x = self.features[last_block + 1 :](self.features[last_block](x, routing))
+        return self.forward_head(x, routing)

@@ -62,7 +62,10 @@ def create_model(
     Which convolutions are dynamic (see :mod:`fmdconv.models.conv_factory`): ODConv (Li et al.,
     ICLR 2022), FMDConv (Zhang et al., KBS 2025) and CondConv (Yang et al., NeurIPS 2019) replace
     every convolution of the residual blocks and MobileNetV2's last 1x1 convolution; DyConv (Chen et
-    al., CVPR 2020) also replaces ResNet's downsample convolutions. The stem stays static.
+    al., CVPR 2020) also replaces ResNet's downsample convolutions. The stem stays static. CondConv's
+    MobileNetV2 follows the CondConv paper: experts in the final 6 blocks and the classifier, one
+    routing function per block (``replaced_roles={"block", "late_block", "head"}`` and
+    ``shared_routing=False`` give the ODConv-style layout instead).
 
     Args:
         name: one of :func:`list_models`.
@@ -78,12 +81,12 @@ def create_model(
             2, 4, 8, 16, 32 for levels 0-4 with the ImageNet stem) instead of logits; their channels
             and strides are in ``model.out_feature_info``.
         conv_options: options of the dynamic layers (``reduction``, ``hidden_ratio``,
-            ``gate_temperature``, ``kernel_temperature``, ``min_channels``, and ``replaced_roles`` to
-            override which roles are dynamic).
+            ``gate_temperature``, ``kernel_temperature``, ``min_channels``; ``replaced_roles`` to
+            override which roles are dynamic, ``shared_routing`` for CondConv's routing per block).
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; accepted: {', '.join(list_models())}")
     model = MODELS[name](
-        ConvFactory(conv, kernel_num, **conv_options), num_classes, stem, width, dropout, in_chans
+        ConvFactory(conv, kernel_num, model=name, **conv_options), num_classes, stem, width, dropout, in_chans
     )
     return model.to_features(out_indices) if features_only else model

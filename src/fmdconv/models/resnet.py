@@ -98,6 +98,11 @@ class ResNet(FeatureBackbone):
         super().__init__()
         if stem not in STEMS:
             raise ValueError(f"unknown stem {stem!r}; accepted: {', '.join(STEMS)}")
+        if conv.shared_routing:
+            raise ValueError(
+                "shared_routing: ResNet's dynamic convolutions route each on its own; "
+                "blocks with shared routing are MobileNetV2's"
+            )
         stem_width = widths[0]
         if stem == "imagenet":
             self.conv1 = conv("stem", in_chans, stem_width, 7, stride=2)
@@ -122,7 +127,7 @@ class ResNet(FeatureBackbone):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
         self.num_features = widths[-1] * block.expansion
-        self.fc = nn.Linear(self.num_features, num_classes)
+        self.fc = conv.linear(self.num_features, num_classes)
         self._init_weights()
 
     def _make_stage(

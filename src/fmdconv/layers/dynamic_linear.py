@@ -1,0 +1,71 @@
+"""A dynamic fully connected layer: a 1x1 dynamic convolution on the (B, C, 1, 1) view of its input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from fmdconv.layers.dynamic_conv import DynamicConv2d
+from fmdconv.layers.factory import create_conv2d
+
+
+class DynamicLinear(nn.Module):
+    """Drop-in for :class:`torch.nn.Linear` with n weight matrices mixed per sample.
+
+    CondConv (Yang et al., NeurIPS 2019) makes MobileNetV2's classifier dynamic this way. The layer
+    is one 1x1 dynamic convolution of ``kind`` (``cond``, ``dy``, ``od``, ``fmd``), so it shares the
+    attentions, temperatures and formulations of the convolutions; its parameters live in ``conv``.
+
+    Args:
+        in_features, out_features, bias, device, dtype: as nn.Linear.
+        kind: which dynamic method (default ``cond``).
+        options: the dynamic layer's keyword options (``kernel_num``, ``shared_routing``, ...).
+
+    Inputs are (B, in_features) or (in_features,).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        kind: str = "cond",
+        **options: Any,
+    ) -> None:
+        super().__init__()
+        if kind == "static":
+            raise ValueError("DynamicLinear: kind must be a dynamic method (cond, dy, od, fmd), got 'static'")
+        self.in_features = in_features
+        self.out_features = out_features
+        self.conv: DynamicConv2d = create_conv2d(  # type: ignore[assignment]
+            kind, in_features, out_features, 1, bias=bias, device=device, dtype=dtype, **options
+        )
+
+    @property
+    def weight(self) -> nn.Parameter:
+        """The n weight matrices as 1x1 kernels, (n, out_features, in_features, 1, 1)."""
+        return self.conv.weight
+
+    @property
+    def bias(self) -> nn.Parameter | None:
+        """Per-kernel biases (n, out_features), or None."""
+        return self.conv.bias
+
+    def reset_parameters(self) -> None:
+        self.conv.reset_parameters()
+
+    def forward(self, x: Tensor, kernel_attention: Tensor | None = None) -> Tensor:
+        if x.dim() not in (1, 2):
+            raise ValueError(
+                f"DynamicLinear: expected an input of shape (B, {self.in_features}) or "
+                f"({self.in_features},), got {tuple(x.shape)}"
+            )
+        return self.conv(x[..., None, None], kernel_attention)[..., 0, 0]
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}"
