@@ -255,6 +255,23 @@ def test_channels_last_input_matches_the_reference(method):
 
 
 @pytest.mark.parametrize("method", METHODS)
+def test_module_to_channels_last_keeps_the_kernel_layout(method):
+    layer = randomise(method(8, 8, 3, padding=1, kernel_num=4))
+    x = torch.randn(4, 8, 6, 6)
+    expected = layer(x)
+    state = {k: v.clone() for k, v in layer.state_dict().items()}
+    layer.to(memory_format=torch.channels_last)  # nn.Module.to cannot make a 5-D tensor channels_last
+    assert layer.weight.shape == (4, 8, 8, 3, 3) and layer.weight[0].is_contiguous(
+        memory_format=torch.channels_last
+    )
+    assert_matches_reference(layer, x.to(memory_format=torch.channels_last))
+    torch.testing.assert_close(layer(x), expected, **TOLERANCE)
+    layer.load_state_dict(state)
+    layer.double()
+    assert layer.weight.dtype == torch.float64 and layer.weight.shape == (4, 8, 8, 3, 3)
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_shared_routing_takes_the_blocks_kernel_attention(method):
     layer = randomise(method(6, 8, 3, padding=1, kernel_num=3, shared_routing=True))
     assert layer.kernel_path is None and (layer.gate is None or "kernel" not in layer.gate.heads)

@@ -12,6 +12,7 @@ logits by the kernel temperature; both are buffers, so they travel with ``state_
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -203,6 +204,14 @@ class DynamicConv2d(nn.Module):
                     raise ValueError(f"{name}: {buffer_name} must be > 0, got {value!r}")
                 self.register_buffer(buffer_name, torch.tensor(float(value), **factory))
         self.reset_parameters()
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> DynamicConv2d:
+        # Module.to(memory_format=torch.channels_last) converts every 4-D and 5-D tensor, and a 5-D
+        # one cannot be channels_last: convert the n kernels as one 4-D stack (n * C_out, ...).
+        def convert(t: Tensor) -> Tensor:
+            return fn(t.flatten(0, 1)).unflatten(0, t.shape[:2]) if t.dim() == 5 else fn(t)
+
+        return super()._apply(convert, recurse)
 
     def _reject_unused_options(self, **options: tuple[Any, bool]) -> None:
         for option, (value, applies) in options.items():
