@@ -286,3 +286,19 @@ def test_progress_bar_on_a_terminal_and_in_a_log() -> None:
     silent = io.StringIO()
     ProgressBar(2, "x", stream=silent, enabled=False).update(1)
     assert silent.getvalue() == ""
+
+
+def test_clip_grad_norm_bounds_every_step(tmp_path: Path) -> None:
+    # With plain SGD at lr 1, each step moves the parameters by exactly the clipped gradient.
+    clip = 1e-3
+    recipe = TINY.replace(
+        conv="fmd", epochs=1, lr=1.0, momentum=0.0, weight_decay=0.0, schedule="step", clip_grad_norm=clip
+    )
+    trainer = Trainer(recipe, tmp_path, progress=False, tensorboard=False)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.run()
+    after = trainer.model.parameters()
+    moved = torch.cat([(p.detach() - b).flatten() for p, b in zip(after, before, strict=True)])
+    assert 0 < moved.norm() <= ITERS_PER_EPOCH * clip * (1 + 1e-4)
+    with pytest.raises(ValueError, match=r"clip_grad_norm must be > 0 or None; got 0\.0"):
+        TINY.replace(clip_grad_norm=0.0)

@@ -62,6 +62,9 @@ class Recipe:
     gamma: float = _setting(0.1, "lr factor of each step-schedule milestone")
     warmup_epochs: float = _setting(0.0, "linear lr warm-up length in epochs (per iteration)")
     label_smoothing: float = _setting(0.0, "label smoothing of the cross-entropy loss")
+    clip_grad_norm: float | None = _setting(
+        None, "clip the global gradient norm to this value at every step (None: no clipping)"
+    )
     temperature_warm_epochs: float = _setting(
         10.0, "epochs over which the attention temperatures anneal to 1 (SPEC section 2)"
     )
@@ -103,6 +106,8 @@ class Recipe:
         for name in ("weight_decay", "warmup_epochs", "temperature_warm_epochs"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0; got {getattr(self, name)!r}")
+        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
+            raise ValueError(f"clip_grad_norm must be > 0 or None; got {self.clip_grad_norm!r}")
         if not 0 < self.gamma <= 1:
             raise ValueError(f"gamma must be in (0, 1]; got {self.gamma!r}")
         integers = all(isinstance(m, int) and not isinstance(m, bool) for m in self.milestones)

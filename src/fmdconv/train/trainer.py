@@ -493,6 +493,9 @@ class Trainer:
                 )
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
+            if recipe.clip_grad_norm is not None:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), recipe.clip_grad_norm)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             lr = self._set_learning_rate()
