@@ -140,6 +140,10 @@ def _per_sample_kernel(
     n, out_channels = weight.shape[:2]
     if kernel is None:
         mixed = weight.sum(0) if n > 1 else weight[0]
+    elif _is_channels_last(weight):
+        # Mix in memory order, (n, C_out, kh, kw, C_in/g), so the kernels are not copied first.
+        source = weight.permute(0, 1, 3, 4, 2)
+        mixed = (kernel @ source.flatten(1)).view(kernel.shape[0], *source.shape[1:]).permute(0, 1, 4, 2, 3)
     else:
         mixed = (kernel @ weight.flatten(1)).view(kernel.shape[0], *weight.shape[1:])
     if spatial is not None:
@@ -153,8 +157,14 @@ def _per_sample_kernel(
         shaped = mixed.view(
             -1, groups, out_channels // groups, in_per_group, mixed.shape[-2] * mixed.shape[-1]
         )
-        mixed = (shaped * scale.view(batch, groups, 1, in_per_group, 1)).view(batch, *weight.shape[1:])
+        mixed = (shaped * scale.view(batch, groups, 1, in_per_group, 1)).reshape(batch, *weight.shape[1:])
     return mixed
+
+
+def _is_channels_last(weight: Tensor) -> bool:
+    """Whether the (n, C_out, C_in/g, kh, kw) kernels are stored channels_last (C_in/g innermost)."""
+    in_channels_last = weight.permute(0, 1, 3, 4, 2).is_contiguous()
+    return weight.shape[2] > 1 and in_channels_last and not weight.is_contiguous()
 
 
 def _fold_choices(
