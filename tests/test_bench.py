@@ -46,6 +46,24 @@ def test_tiny_run_writes_json_and_markdown(tmp_path):
     assert "| fmd n=4 naive |" in markdown and "## Targets" in markdown
 
 
+def test_variant_names_and_networks():
+    assert Variant("fmd", 4, compiled=True).name == "fmd n=4 compiled"
+    assert Variant("static", channels_last=True).name == "static channels_last"
+    assert Variant("od", 1, naive=True).name == "od n=1 naive"
+    # A compiled variant wraps the eager network; channels_last needs its own copy of the weights.
+    assert Variant("fmd", 4, compiled=True).network == Variant("fmd", 4).network
+    assert Variant("fmd", 4, channels_last=True).network != Variant("fmd", 4).network
+
+
+def test_channels_last_variant_runs_side_by_side():
+    variants = (STATIC, Variant("fmd", 2), Variant("fmd", 2, channels_last=True))
+    results = run_benchmark(
+        [Setting("resnet18", "cifar", 8, 2, "train", 1, variants)], threads=1, clock="cpu"
+    )
+    names = [row["variant"] for row in results["settings"][0]["results"]]
+    assert names == ["static", "fmd n=2", "fmd n=2 channels_last"]
+
+
 def test_naive_formulation_is_restored():
     model = nn.Sequential(FMDConv2d(4, 4, 3), nn.ReLU(), FMDConv2d(4, 4, 3))
     model[2].formulation = "matmul"

@@ -4,6 +4,7 @@ Examples::
 
     fmdconv bench                          # the default grid, about 8 minutes on 2 CPU cores
     fmdconv bench --full                   # every variant in every setting (much longer)
+    fmdconv bench --compile                # eager against torch.compile, written to cpu-compile.*
     fmdconv bench --device cuda --name gpu # the same on a GPU, written to gpu.json / gpu.md
     fmdconv bench --threads 1 --clock cpu --name cpu-1thread  # on a busy shared machine
 """
@@ -34,10 +35,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--name", default=None, help="file stem (default: the device type, e.g. cpu)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
-    parser.add_argument(
+    grid = parser.add_mutually_exclusive_group()
+    grid.add_argument(
         "--full",
         action="store_true",
         help="every variant in every setting (the default grid leaves some out)",
+    )
+    grid.add_argument(
+        "--compile",
+        action="store_true",
+        help="the static and FMDConv ResNet-18 eager and through torch.compile (files NAME-compile.*)",
     )
     parser.add_argument(
         "--quiet-wait",
@@ -60,7 +67,9 @@ def run(args: argparse.Namespace) -> int:
     if args.threads < 1 or (args.clock == "cpu" and args.threads != 1):
         print("fmdconv bench: error: --threads must be >= 1, and 1 with --clock cpu", file=sys.stderr)
         return 2
-    settings = bench.FULL_SETTINGS if args.full else bench.DEFAULT_SETTINGS
+    settings = bench.DEFAULT_SETTINGS
+    if args.full or args.compile:
+        settings = bench.FULL_SETTINGS if args.full else bench.COMPILE_SETTINGS
     results = bench.run_benchmark(
         settings,
         device=args.device,
@@ -69,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         quiet_wait_s=args.quiet_wait,
         clock=args.clock,
     )
-    name = args.name or results["device_type"]
+    name = args.name or results["device_type"] + ("-compile" if args.compile else "")
     json_path, markdown_path = bench.write_results(results, args.out, name)
     print(f"wrote {json_path} and {markdown_path}")
     return 0

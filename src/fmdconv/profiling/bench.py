@@ -4,6 +4,9 @@ For each setting (architecture, stem, image size, batch size, mode) every varian
 static network; each dynamic method at n = 1 and n = 4 with the automatic formulation; and the same
 dynamic network computed the naive way, every layer with the batch folded into the groups of one
 convolution and the channel attentions applied to the feature maps (what the authors' code does).
+Some settings also time the static and FMDConv networks in the channels_last memory format (weights
+and inputs); :data:`COMPILE_SETTINGS` times them compiled (``torch.compile``, compiled before the
+warm-up round).
 The variants are timed in rounds, one iteration of each in turn, so that a change in the machine's
 load hits all of them alike; the first round is a warm-up. All variants of a setting see the same
 random batch. Each time is the median over the rounds, given with the range, and every ratio
@@ -45,6 +48,7 @@ from torch import Tensor, nn
 
 from fmdconv.layers import DynamicConv2d
 from fmdconv.models import create_model
+from fmdconv.train.checkpoint import write_text_atomic
 
 DYNAMIC_KINDS = ("cond", "dy", "od", "fmd")
 # "cpu": the calling thread's CPU time, which other processes cannot inflate; exact with 1 thread only.
@@ -53,17 +57,28 @@ CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time
 
 @dataclass(frozen=True)
 class Variant:
-    """A network of the benchmark: ``conv`` kind, kernel number, and whether it is computed naively."""
+    """A network of the benchmark: ``conv`` kind, kernel number, and how it is computed.
+
+    ``naive``: every dynamic layer the naive way; ``compiled``: through ``torch.compile``;
+    ``channels_last``: weights and inputs in the channels_last memory format.
+    """
 
     conv: str
     kernel_num: int = 1
     naive: bool = False
+    compiled: bool = False
+    channels_last: bool = False
 
     @property
     def name(self) -> str:
-        if self.conv == "static":
-            return "static"
-        return f"{self.conv} n={self.kernel_num}" + (" naive" if self.naive else "")
+        name = "static" if self.conv == "static" else f"{self.conv} n={self.kernel_num}"
+        flags = (("naive", self.naive), ("compiled", self.compiled), ("channels_last", self.channels_last))
+        return " ".join([name, *(flag for flag, on in flags if on)])
+
+    @property
+    def network(self) -> tuple[str, int, bool]:
+        """What identifies the network object itself (a compiled variant wraps the eager one)."""
+        return self.conv, self.kernel_num, self.channels_last
 
 
 STATIC = Variant("static")
@@ -125,15 +140,24 @@ _LEAN = (
     Variant("fmd", 4),
     Variant("fmd", 4, True),
 )
+_CHANNELS_LAST = (Variant("static", channels_last=True), Variant("fmd", 4, channels_last=True))
 DEFAULT_SETTINGS: tuple[Setting, ...] = (
-    Setting("resnet18", "cifar", 32, 64, "train", 2, _TRAINING),
+    Setting("resnet18", "cifar", 32, 64, "train", 3, _TRAINING + _CHANNELS_LAST),
     Setting("resnet18", "cifar", 32, 64, "inference", 2),
-    Setting("resnet18", "imagenet", 224, 1, "inference", 10),
+    Setting("resnet18", "imagenet", 224, 1, "inference", 30, ALL_VARIANTS + _CHANNELS_LAST),
     Setting("resnet18", "imagenet", 224, 32, "train", 1, _LEAN),
     Setting("resnet18", "imagenet", 224, 32, "inference", 2, _LEAN),
     Setting("resnet50", "cifar", 32, 64, "inference", 2, _LEAN),
     Setting("resnet50", "imagenet", 224, 1, "inference", 5, _LEAN),
     Setting("resnet50", "imagenet", 224, 32, "inference", 1, _LEAN),
+)
+
+# torch.compile (``fmdconv bench --compile``), kept apart because compiling a network takes minutes on
+# 2 CPU cores.
+_COMPILED = (STATIC, Variant("fmd", 4), Variant("static", compiled=True), Variant("fmd", 4, compiled=True))
+COMPILE_SETTINGS: tuple[Setting, ...] = (
+    Setting("resnet18", "cifar", 32, 64, "train", 3, _COMPILED),
+    Setting("resnet18", "imagenet", 224, 1, "inference", 30, _COMPILED),
 )
 
 
@@ -222,9 +246,12 @@ def _peak_memory_mib(run: Callable[[], object], device: torch.device) -> float |
 
 
 def _build(arch: str, stem: str, variant: Variant, device: torch.device) -> nn.Module:
+    """The eager network of ``variant`` (seeded, so every variant of a kind has the same weights)."""
+    torch.manual_seed(0)
     num_classes = 10 if stem == "cifar" else 1000
     options = {} if variant.conv == "static" else {"kernel_num": variant.kernel_num}
-    return create_model(arch, conv=variant.conv, num_classes=num_classes, stem=stem, **options).to(device)
+    model = create_model(arch, conv=variant.conv, num_classes=num_classes, stem=stem, **options).to(device)
+    return model.to(memory_format=torch.channels_last) if variant.channels_last else model
 
 
 def _synchronize(device: torch.device) -> None:
@@ -250,23 +277,29 @@ def _time_once(model: nn.Module, inputs: Tensor, mode: str, naive: bool, clock: 
 
 def measure_setting(
     setting: Setting,
-    models: dict[tuple[str, int], nn.Module],
+    models: dict[tuple[str, int, bool], nn.Module],
     device: torch.device,
     clock: str = "wall",
     quiet_wait_s: float = 0.0,
 ) -> dict[str, Any]:
-    """Time the variants of one setting side by side; ``models`` maps (conv, kernel_num) to a network.
+    """Time the variants of one setting side by side; ``models`` maps :attr:`Variant.network` to a network.
 
-    Every variant sees the same random batch. Before each round it waits up to ``quiet_wait_s`` for
-    the other processes to go quiet; the CPU time they use during the rounds is recorded.
+    Every variant sees the same random batch. Compiled variants are compiled (one untimed call) before
+    the warm-up round. Before each round it waits up to ``quiet_wait_s`` for the other processes to
+    go quiet; the CPU time they use during the rounds is recorded.
     """
     if not setting.variants or setting.variants[0] != STATIC:
         raise ValueError(f"{setting.name}: the first variant must be static, the reference of every ratio")
     inputs = torch.randn(setting.batch_size, 3, setting.image_size, setting.image_size, device=device)
     runs = {}
     for variant in setting.variants:
-        model = models[variant.conv, variant.kernel_num].train(setting.mode == "train")
-        runs[variant] = partial(_time_once, model, inputs, setting.mode, variant.naive, CLOCKS[clock])
+        model: nn.Module = models[variant.network].train(setting.mode == "train")
+        batch = inputs.contiguous(memory_format=torch.channels_last) if variant.channels_last else inputs
+        if variant.compiled:
+            model = torch.compile(model)
+        runs[variant] = partial(_time_once, model, batch, setting.mode, variant.naive, CLOCKS[clock])
+        if variant.compiled:
+            runs[variant]()
     waited = wait_for_quiet(quiet_wait_s)
     start = _cpu_jiffies()
     memory = {variant: _peak_memory_mib(run, device) for variant, run in runs.items()}
@@ -332,11 +365,10 @@ def run_benchmark(
         for setting in settings:
             groups.setdefault((setting.arch, setting.stem), []).append(setting)
         for (arch, stem), group in groups.items():
-            models: dict[tuple[str, int], nn.Module] = {}
+            models: dict[tuple[str, int, bool], nn.Module] = {}
             for variant in dict.fromkeys(v for setting in group for v in setting.variants):
-                if (variant.conv, variant.kernel_num) not in models:
-                    torch.manual_seed(0)
-                    models[variant.conv, variant.kernel_num] = _build(arch, stem, variant, device)
+                if variant.network not in models:
+                    models[variant.network] = _build(arch, stem, variant, device)
             for setting in group:
                 if progress is not None:
                     progress(
@@ -468,7 +500,8 @@ def to_markdown(results: dict[str, Any]) -> str:
         "forward pass) divided by the static network's median in the same column, with the range over "
         "the timed rounds in brackets; the static row gives its median in ms. `naive`: every dynamic "
         "layer with the batch folded into groups and the channel attentions on the feature maps "
-        "(the authors' way).",
+        "(the authors' way). `compiled`: through `torch.compile` (default inductor backend), compiled "
+        "before timing; `channels_last`: weights and inputs in that memory format.",
     ]
     for arch in dict.fromkeys(s["arch"] for s in settings):
         group = [s for s in settings if s["arch"] == arch]
@@ -506,17 +539,11 @@ def to_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
-
-
 def write_results(results: dict[str, Any], directory: str | Path, stem: str = "cpu") -> tuple[Path, Path]:
     """Write ``<stem>.json`` and ``<stem>.md`` in ``directory``, each replaced atomically."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     json_path, markdown_path = directory / f"{stem}.json", directory / f"{stem}.md"
-    _write_atomically(json_path, json.dumps(results, indent=2) + "\n")
-    _write_atomically(markdown_path, to_markdown(results))
+    write_text_atomic(json_path, json.dumps(results, indent=2) + "\n")
+    write_text_atomic(markdown_path, to_markdown(results))
     return json_path, markdown_path
