@@ -193,3 +193,14 @@ def test_cli_rejects_unknown_names_listing_valid_ones(capsys: pytest.CaptureFixt
     assert "static, cond, dy, od, fmd" in capsys.readouterr().err
     assert main(["profile", "--model", "resnet18", "--conv", "static", "--width", "-1", "--no-speed"]) == 2
     assert "width" in capsys.readouterr().err
+
+
+def test_shared_routing_is_counted_once_per_block() -> None:
+    model = create_model("mobilenet_v2", conv="cond", kernel_num=2, width=0.5)
+    layers = {layer.name: layer for layer in profile(model, (3, 64, 64)).layers}
+    routing = layers["features.12.routing"]
+    channels, height, width = routing.input_shape
+    assert routing.attention == channels * height * width + channels * 2 and routing.conv == 0
+    assert layers["features.12.conv.0.0"].attention == 0  # takes the block's routing, pools nothing
+    assert layers["classifier.1.conv"].attention == 0
+    assert layers["features.12.conv.0.0"].aggregation > 0

@@ -305,17 +305,18 @@ class DynamicConv2d(nn.Module):
             )
 
     def _attentions(self, x: Tensor, kernel_attention: Tensor | None = None) -> dict[str, Tensor]:
-        pooled = x.mean((2, 3))
         attentions: dict[str, Tensor] = {}
         kernel_logits = None
-        if self.gate is not None:
-            for name, logits in self.gate(pooled).items():
-                if name == "kernel":
-                    kernel_logits = logits
-                else:
-                    attentions[name] = torch.sigmoid(logits / self.gate_temperature)
-        if self.kernel_path is not None:
-            kernel_logits = self.kernel_path(pooled)
+        if self.gate is not None or self.kernel_path is not None:  # a shared-routing CondConv has neither
+            pooled = x.mean((2, 3))
+            if self.gate is not None:
+                for name, logits in self.gate(pooled).items():
+                    if name == "kernel":
+                        kernel_logits = logits
+                    else:
+                        attentions[name] = torch.sigmoid(logits / self.gate_temperature)
+            if self.kernel_path is not None:
+                kernel_logits = self.kernel_path(pooled)
         if kernel_attention is not None:
             attentions["kernel"] = kernel_attention
         elif kernel_logits is not None:

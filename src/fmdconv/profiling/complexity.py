@@ -15,7 +15,10 @@ dynamic convolution, four parts (each reported separately):
         the convolution with the per-sample kernel: the same count as the static layer.
     ``attention``
         global average pooling of the input, ``C_in * H_in * W_in``, plus every attention FC
-        (gate trunk, its heads, the kernel MLP or routing FC), ``in * out`` each.
+        (gate trunk, its heads, the kernel MLP or routing FC), ``in * out`` each. A layer that takes
+        its block's routing (``shared_routing``) and has no gate pools nothing: the block's
+        :class:`~fmdconv.layers.SharedRouting` is counted once instead, as attention (the pooling
+        of the block input plus its FC).
     ``aggregation``
         building the per-sample kernel: mixing the n kernels, ``n * K`` with
         ``K = C_out * C_in / groups * kh * kw`` (and ``n * C_out`` for the biases), when the layer has
@@ -47,7 +50,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor, nn
 
-from fmdconv.layers import DynamicConv2d
+from fmdconv.layers import DynamicConv2d, SharedRouting
 
 MAC_PARTS = ("conv", "attention", "aggregation", "scaling")
 
@@ -156,6 +159,9 @@ def _layer_profile(name: str, module: nn.Module, inputs: Tensor, output: Tensor)
     if isinstance(module, nn.Linear):
         positions = math.prod(out_shape[:-1])
         return LayerProfile(name, kind, in_shape, out_shape, params, positions * module.weight.numel())
+    if isinstance(module, SharedRouting):
+        attention = math.prod(in_shape) * (len(in_shape) == 3) + module.fc.weight.numel()
+        return LayerProfile(name, kind, in_shape, out_shape, params, conv=0, attention=attention)
     kernel = _kernel_elements(module)
     conv = math.prod(out_shape[-2:]) * kernel
     if not isinstance(module, DynamicConv2d):
@@ -168,20 +174,21 @@ def _layer_profile(name: str, module: nn.Module, inputs: Tensor, output: Tensor)
     if "spatial" in attentions:
         aggregation += kernel
     scaling = input_elements * ("input" in attentions) + output_elements * ("output" in attentions)
-    attention = input_elements + _attention_fc_macs(module)
+    pools = module.gate is not None or module.kernel_path is not None
+    attention = input_elements * pools + _attention_fc_macs(module)
     return LayerProfile(name, kind, in_shape, out_shape, params, conv, attention, aggregation, scaling)
 
 
 def _counted_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Convolutions, linear layers and dynamic convolutions, but not the FCs inside dynamic layers."""
+    """Convolutions, linear layers, dynamic convolutions and shared routings, not the FCs inside them."""
     counted: list[tuple[str, nn.Module]] = []
     dynamic_prefixes: list[str] = []
     for name, module in model.named_modules():
         if any(name.startswith(prefix) for prefix in dynamic_prefixes):
             continue
-        if isinstance(module, DynamicConv2d):
+        if isinstance(module, DynamicConv2d | SharedRouting):
             dynamic_prefixes.append(f"{name}." if name else "")
-        if isinstance(module, DynamicConv2d | nn.Conv2d | nn.Linear):
+        if isinstance(module, DynamicConv2d | SharedRouting | nn.Conv2d | nn.Linear):
             counted.append((name, module))
     return counted
 
