@@ -2,7 +2,7 @@
 
 Examples::
 
-    fmdconv bench                          # the default grid, about 8 minutes on 2 CPU cores
+    fmdconv bench                          # the default grid, about 14 minutes on 2 CPU cores
     fmdconv bench --full                   # every variant in every setting (much longer)
     fmdconv bench --compile                # eager against torch.compile, written to cpu-compile.*
     fmdconv bench --device cuda --name gpu # the same on a GPU, written to gpu.json / gpu.md

@@ -123,10 +123,10 @@ FULL_SETTINGS: tuple[Setting, ...] = (
     *_full_grid("resnet50", (10, 1, 1)),
 )
 
-# About 8 minutes on 2 quiet CPU cores. The naive computation of a training step (5-10x a static
-# one) is timed only for the two methods the FMDConv paper compares; the slower settings keep the
-# lean list; ResNet-50 is timed in inference only (a ResNet-50 training step at 224x224, batch 32,
-# takes about 10 s static and up to a minute dynamic: FULL_SETTINGS has it).
+# About 14 minutes on 2 quiet CPU cores (820 s measured). The naive computation of a training step
+# (5-10x a static one) is timed only for the two methods the FMDConv paper compares; the slower
+# settings keep the lean list; ResNet-50 is timed in inference only (a ResNet-50 training step at
+# 224x224, batch 32, takes about 10 s static and up to a minute dynamic: FULL_SETTINGS has it).
 _TRAINING = (
     *(v for v in ALL_VARIANTS if not v.naive),
     Variant("od", 4, naive=True),
