@@ -254,44 +254,56 @@ def test_channels_last_input_matches_the_reference(method):
     assert_matches_reference(layer, x[:1])
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_module_to_channels_last_keeps_the_kernel_layout(method):
-    layer = randomise(method(8, 8, 3, padding=1, kernel_num=4))
-    x = torch.randn(4, 8, 6, 6)
+@pytest.mark.parametrize(
+    ("method", "kernel_size", "groups", "batch"),
+    [
+        *((method, 3, 1, 4) for method in METHODS),
+        (FMDConv2d, 5, 2, 1),
+        (ODConv2d, 5, 2, 3),
+    ],
+)
+def test_module_to_channels_last_keeps_the_kernel_layout(method, kernel_size, groups, batch):
+    layer = randomise(method(8, 8, kernel_size, padding=kernel_size // 2, groups=groups, kernel_num=4))
+    x = torch.randn(batch, 8, 6, 6)
+    shape = layer.weight.shape
     expected = layer(x)
     state = {k: v.clone() for k, v in layer.state_dict().items()}
     layer.to(memory_format=torch.channels_last)  # nn.Module.to cannot make a 5-D tensor channels_last
-    assert layer.weight.shape == (4, 8, 8, 3, 3) and layer.weight[0].is_contiguous(
-        memory_format=torch.channels_last
-    )
+    assert layer.weight.shape == shape and layer.weight[0].is_contiguous(memory_format=torch.channels_last)
     assert_matches_reference(layer, x.to(memory_format=torch.channels_last))
+    torch.testing.assert_close(layer(x), expected, **TOLERANCE)
+    layer.to(memory_format=torch.channels_last_3d)  # a format 5-D tensors take is applied as torch does
     torch.testing.assert_close(layer(x), expected, **TOLERANCE)
     layer.load_state_dict(state)
     layer.double()
-    assert layer.weight.dtype == torch.float64 and layer.weight.shape == (4, 8, 8, 3, 3)
+    assert layer.weight.dtype == torch.float64 and layer.weight.shape == shape
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_shared_routing_takes_the_blocks_kernel_attention(method):
-    layer = randomise(method(6, 8, 3, padding=1, kernel_num=3, shared_routing=True))
-    assert layer.kernel_path is None and (layer.gate is None or "kernel" not in layer.gate.heads)
-    assert "kernel" in layer.available_attentions and "shared_routing=True" in repr(layer)
+def test_shared_routing_takes_the_blocks_kernel_attention():
+    layer = randomise(CondConv2d(6, 8, 3, padding=1, groups=2, kernel_num=3, shared_routing=True))
+    assert layer.kernel_path is None and "kernel" in layer.available_attentions
+    assert "shared_routing=True" in repr(layer)
     routing = torch.rand(4, 3)
     x = torch.randn(4, 6, 7, 7)
     assert_matches_reference(layer, x, routing)
     torch.testing.assert_close(layer.attentions(x, routing)["kernel"], routing)
-    layer.eval()  # so the gate trunk's BatchNorm treats one sample as it does four
     torch.testing.assert_close(layer(x[0], routing[0]), layer(x, routing)[0], **TOLERANCE)
-    with pytest.raises(
-        ValueError, match=r"pass the block's routing as kernel_attention, shape .* \(4, 3\), got None"
-    ):
+    with pytest.raises(ValueError, match=r"shape \(batch, kernel_num\) = \(4, 3\), got None"):
         layer(x)
     with pytest.raises(ValueError, match=r"\(4, 3\), got \(4, 2\)"):
         layer(x, routing[:, :2])
-    with pytest.raises(
-        ValueError, match="kernel_attention is only for layers built with shared_routing=True"
-    ):
-        method(6, 8, 3, kernel_num=3)(x, routing)
+    with pytest.raises(ValueError, match=r"\(kernel_num,\) for an unbatched input = \(3,\), got \(1, 3\)"):
+        layer(x[0], routing[:1])
+    with pytest.raises(ValueError, match="kernel_attention is only for layers built with shared_routing"):
+        CondConv2d(6, 8, 3, kernel_num=3)(x, routing)
+
+
+@pytest.mark.parametrize("method", [DyConv2d, ODConv2d, FMDConv2d])
+def test_shared_routing_is_condconvs_only(method):
+    with pytest.raises(ValueError, match="shared_routing is for CondConv's sigmoid routing"):
+        method(6, 8, 3, kernel_num=3, shared_routing=True)
+    with pytest.raises(ValueError, match="shared_routing must be True or False"):
+        CondConv2d(6, 8, 3, shared_routing="yes")
 
 
 def test_shared_routing_module_and_parameter_savings():
@@ -301,8 +313,8 @@ def test_shared_routing_module_and_parameter_savings():
     torch.testing.assert_close(routing(x.mean((2, 3))), routing(x))
     own, shared = CondConv2d(6, 8, 3, kernel_num=3), CondConv2d(6, 8, 3, kernel_num=3, shared_routing=True)
     assert sum(p.numel() for p in own.parameters()) - sum(p.numel() for p in shared.parameters()) == 6 * 3 + 3
-    with pytest.raises(ValueError, match="shared_routing needs a kernel attention; kernel_num=1 has none"):
-        FMDConv2d(6, 8, 3, kernel_num=1, shared_routing=True)
+    with pytest.raises(ValueError, match=r"expected a block input \(B, 6, H, W\) or pooled \(B, 6\), got"):
+        routing(x[0])
 
 
 @pytest.mark.parametrize("kind", ["cond", "fmd"])
@@ -321,8 +333,12 @@ def test_dynamic_linear_is_a_per_sample_mix_of_linear_layers(kind):
     assert layer.weight.shape == (3, 5, 6, 1, 1) and layer.bias.shape == (3, 5)
     with pytest.raises(ValueError, match=r"expected an input of shape \(B, 6\) or \(6,\), got \(4, 6, 1\)"):
         layer(x[..., None])
+    with pytest.raises(ValueError, match=r"expected an input of shape \(B, 6\) or \(6,\), got \(4, 7\)"):
+        layer(torch.randn(4, 7))
     with pytest.raises(ValueError, match="kind must be a dynamic method"):
         DynamicLinear(6, 5, kind="static")
+    with pytest.raises(ValueError, match="in_features must be a positive int, got 0"):
+        DynamicLinear(0, 5)
 
 
 def choice(layer: DynamicConv2d, shape: tuple[int, ...]) -> str:

@@ -119,5 +119,10 @@ class SharedRouting(KernelRouting):
 
     def forward(self, x: Tensor) -> Tensor:
         """Routing weights (B, n) for a block input (B, C, H, W), or for already pooled (B, C)."""
+        if x.dim() not in (2, 4) or x.shape[1] != self.fc.in_features:
+            raise ValueError(
+                f"SharedRouting: expected a block input (B, {self.fc.in_features}, H, W) or pooled "
+                f"(B, {self.fc.in_features}), got shape {tuple(x.shape)}"
+            )
         pooled = x.mean((2, 3)) if x.dim() == 4 else x
         return torch.sigmoid(self.fc(pooled))

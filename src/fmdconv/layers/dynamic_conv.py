@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
 import torch
 import torch.nn.functional as F
@@ -78,10 +78,10 @@ class DynamicConv2d(nn.Module):
             narrower MLP whose counts the ODConv paper reports for DyConv). The width is
             ``kernel_num`` when ``in_channels`` is 3, as in the DyConv code.
         gate_temperature, kernel_temperature: initial temperatures (defaults: the spec's).
-        shared_routing: the kernel attention comes from outside: a routing function computed once
-            per block and shared by its convolutions, as in the CondConv paper's MobileNetV2 (see
-            :class:`~fmdconv.layers.attention.SharedRouting`). The layer then has no kernel path of
-            its own, and ``forward`` takes the (B, n) attention as ``kernel_attention``.
+        shared_routing: (CondConv only) the routing weights come from outside: a routing function
+            computed once per block and shared by its convolutions, as in the CondConv paper's
+            MobileNetV2 (see :class:`~fmdconv.layers.attention.SharedRouting`). The layer then has no
+            routing of its own, and ``forward`` takes the (B, n) weights as ``kernel_attention``.
 
     Attributes:
         weight: the n static kernels, (n, C_out, C_in/groups, kh, kw).
@@ -132,8 +132,13 @@ class DynamicConv2d(nn.Module):
             )
         if not isinstance(kernel_num, int) or isinstance(kernel_num, bool) or kernel_num < 1:
             raise ValueError(f"{name}: kernel_num must be an int >= 1, got {kernel_num!r}")
-        if shared_routing and not self._has_kernel_attention(kernel_num):
-            raise ValueError(f"{name}: shared_routing needs a kernel attention; kernel_num=1 has none")
+        if not isinstance(shared_routing, bool):
+            raise ValueError(f"{name}: shared_routing must be True or False, got {shared_routing!r}")
+        if shared_routing and spec.kernel_source != "routing":
+            raise ValueError(
+                f"{name}: shared_routing is for CondConv's sigmoid routing; {name} normalises its kernel "
+                "attention with a temperature, which an attention given from outside would bypass"
+            )
         if padding_mode not in PADDING_MODES:
             raise ValueError(f"{name}: padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
         self._reject_unused_options(
@@ -205,11 +210,16 @@ class DynamicConv2d(nn.Module):
                 self.register_buffer(buffer_name, torch.tensor(float(value), **factory))
         self.reset_parameters()
 
-    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> DynamicConv2d:
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> Self:
         # Module.to(memory_format=torch.channels_last) converts every 4-D and 5-D tensor, and a 5-D
-        # one cannot be channels_last: convert the n kernels as one 4-D stack (n * C_out, ...).
+        # one cannot be channels_last: convert the n kernels as one 4-D stack (n * C_out, ...) then.
         def convert(t: Tensor) -> Tensor:
-            return fn(t.flatten(0, 1)).unflatten(0, t.shape[:2]) if t.dim() == 5 else fn(t)
+            if t.dim() != 5:
+                return fn(t)
+            try:
+                return fn(t)
+            except RuntimeError:
+                return fn(t.flatten(0, 1)).unflatten(0, t.shape[:2])
 
         return super()._apply(convert, recurse)
 
@@ -287,7 +297,8 @@ class DynamicConv2d(nn.Module):
                 f"got {x.shape[1]} (shape {tuple(x.shape)})"
             )
 
-    def _check_kernel_attention(self, x: Tensor, kernel_attention: Tensor | None) -> None:
+    def _check_kernel_attention(self, x: Tensor, kernel_attention: Tensor | None, unbatched: bool) -> None:
+        """Check the block's routing for ``x`` (batched); ``unbatched``: the caller gave a 3-D input."""
         name = type(self).__name__
         if not self.shared_routing:
             if kernel_attention is not None:
@@ -296,12 +307,21 @@ class DynamicConv2d(nn.Module):
                     "built with shared_routing=True"
                 )
             return
-        expected = (x.shape[0], self.kernel_num)
+        expected, described = (
+            ((self.kernel_num,), "(kernel_num,) for an unbatched input")
+            if unbatched
+            else ((x.shape[0], self.kernel_num), "(batch, kernel_num)")
+        )
         if kernel_attention is None or tuple(kernel_attention.shape) != expected:
             got = None if kernel_attention is None else tuple(kernel_attention.shape)
             raise ValueError(
                 f"{name} was built with shared_routing=True: pass the block's routing as "
-                f"kernel_attention, shape (batch, kernel_num) = {expected}, got {got}"
+                f"kernel_attention, shape {described} = {expected}, got {got}"
+            )
+        if kernel_attention.device != x.device:  # dtypes may differ under autocast
+            raise ValueError(
+                f"{name}: kernel_attention must be on the input's device {x.device}, "
+                f"got {kernel_attention.device}"
             )
 
     def _attentions(self, x: Tensor, kernel_attention: Tensor | None = None) -> dict[str, Tensor]:
@@ -333,11 +353,11 @@ class DynamicConv2d(nn.Module):
     def _batched(self, x: Tensor, kernel_attention: Tensor | None) -> tuple[Tensor, Tensor | None, bool]:
         """``x`` and ``kernel_attention`` with a batch dimension, checked, and whether it was added."""
         unbatched = x.dim() == 3
-        if unbatched:
-            x = x.unsqueeze(0)
-            kernel_attention = None if kernel_attention is None else kernel_attention.unsqueeze(0)
+        x = x.unsqueeze(0) if unbatched else x
         self._check_input(x)
-        self._check_kernel_attention(x, kernel_attention)
+        self._check_kernel_attention(x, kernel_attention, unbatched)
+        if unbatched and kernel_attention is not None:
+            kernel_attention = kernel_attention.unsqueeze(0)
         return x, kernel_attention, unbatched
 
     def attentions(self, x: Tensor, kernel_attention: Tensor | None = None) -> dict[str, Tensor]:

@@ -12,7 +12,7 @@ from fmdconv.layers.factory import create_conv2d
 
 
 class DynamicLinear(nn.Module):
-    """Drop-in for :class:`torch.nn.Linear` with n weight matrices mixed per sample.
+    """A :class:`torch.nn.Linear` with n weight matrices mixed per sample, for (B, in) or (in,) inputs.
 
     CondConv (Yang et al., NeurIPS 2019) makes MobileNetV2's classifier dynamic this way. The layer
     is one 1x1 dynamic convolution of ``kind`` (``cond``, ``dy``, ``od``, ``fmd``), so it shares the
@@ -40,6 +40,9 @@ class DynamicLinear(nn.Module):
         super().__init__()
         if kind == "static":
             raise ValueError("DynamicLinear: kind must be a dynamic method (cond, dy, od, fmd), got 'static'")
+        for arg, value in (("in_features", in_features), ("out_features", out_features)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"DynamicLinear: {arg} must be a positive int, got {value!r}")
         self.in_features = in_features
         self.out_features = out_features
         self.conv: DynamicConv2d = create_conv2d(  # type: ignore[assignment]
@@ -57,10 +60,12 @@ class DynamicLinear(nn.Module):
         return self.conv.bias
 
     def reset_parameters(self) -> None:
+        """Re-initialise the kernels and the attention paths (see :class:`DynamicConv2d`)."""
         self.conv.reset_parameters()
 
     def forward(self, x: Tensor, kernel_attention: Tensor | None = None) -> Tensor:
-        if x.dim() not in (1, 2):
+        """``x`` (B, in_features) or (in_features,); ``kernel_attention``: a shared routing, if built so."""
+        if x.dim() not in (1, 2) or x.shape[-1] != self.in_features:
             raise ValueError(
                 f"DynamicLinear: expected an input of shape (B, {self.in_features}) or "
                 f"({self.in_features},), got {tuple(x.shape)}"
