@@ -120,8 +120,35 @@ def test_condconv_mobilenet_follows_the_condconv_paper() -> None:
         pooled = model.features[18](model.features[17](hidden)).mean((2, 3))
         expected_logits = model.classifier[1](pooled, last_routing)
         torch.testing.assert_close(model(images), expected_logits, atol=2e-5, rtol=1e-4)
+        with pytest.raises(ValueError, match=r"classifier takes the routing of features\.17"):
+            model.forward_head(model.forward_features(images)[-1])
+        torch.testing.assert_close(
+            model.forward_head(model.forward_features(images)[-1], last_routing), expected_logits
+        )
     features = create_model("mobilenet_v2", conv="cond", kernel_num=2, features_only=True)
     assert [m.shape[1] for m in features.eval()(images)] == [24, 32, 96, 1280]
+
+
+def test_condconv_rows_are_the_explicit_sum_of_the_condconv_layout() -> None:
+    """Static MobileNetV2 + 7 extra copies of the kernels of features 12-17 and of the classifier's weights
+    and biases + one routing FC (C_in -> 8) per block: the count create_model builds."""
+    experts = 8
+    for width in (1.0, 0.75, 0.5):
+        with torch.device("meta"):
+            static = create_model("mobilenet_v2", conv="static", width=width)
+        late_blocks = list(static.features)[12:18]
+        kernels = sum(
+            m.weight.numel()
+            for block in late_blocks
+            for m in block.modules()
+            if isinstance(m, torch.nn.Conv2d)
+        )
+        routing = sum(block.conv[0][0].in_channels * experts + experts for block in late_blocks)
+        classifier = sum(p.numel() for p in static.classifier.parameters())
+        expected = (
+            sum(p.numel() for p in static.parameters()) + (experts - 1) * (kernels + classifier) + routing
+        )
+        assert param_count("mobilenet_v2", "cond", experts, width=width) == expected
 
 
 def test_condconv_layout_options() -> None:
@@ -136,6 +163,12 @@ def test_condconv_layout_options() -> None:
     assert not any(m.shared_routing for m in dynamic_named("resnet18", "cond").values())
     with pytest.raises(ValueError, match="shared_routing is CondConv's"):
         create_model("mobilenet_v2", conv="od", shared_routing=True)
+    # Late blocks with shared routing but a static classifier: the classifier takes no routing.
+    static_head = create_model(
+        "mobilenet_v2", conv="cond", kernel_num=2, replaced_roles=frozenset({"late_block"})
+    )
+    assert isinstance(static_head.classifier[1], torch.nn.Linear)
+    assert static_head.eval()(torch.randn(1, 3, 32, 32)).shape == (1, 1000)
     with pytest.raises(ValueError, match="blocks with shared routing are MobileNetV2's"):
         create_model("resnet18", conv="cond", shared_routing=True)
     with pytest.raises(ValueError, match=r"conv='static' takes no dynamic options, got \['shared_routing'\]"):

@@ -41,8 +41,9 @@ Role = Literal["stem", "block", "late_block", "downsample", "head", "classifier"
 ROLES: tuple[str, ...] = ("stem", "block", "late_block", "downsample", "head", "classifier")
 
 # Per-kernel biases in the backbones where they differ from the method's default: DyConv's backbones
-# (the DyConv code's ResNet, the ODConv paper's DyConv rows) have none, the convolutions being followed
-# by BatchNorm. FMDConv's authors keep theirs (its default); ODConv has none by default.
+# (the DyConv code's ResNet, the ODConv paper's DyConv rows) and CondConv's (the CondConv code, the
+# ODConv paper's CondConv rows) have none, the convolutions being followed by BatchNorm. FMDConv's
+# authors keep theirs (its default); ODConv has none by default.
 BACKBONE_BIAS: dict[str, bool] = {"cond": False, "dy": False}
 
 REPLACED_ROLES: dict[str, frozenset[str]] = {
@@ -94,6 +95,8 @@ class ConvFactory:
             raise ValueError(f"conv='static' takes no dynamic options, got {sorted(given)}")
         layout_roles, layout_routing = MODEL_LAYOUTS.get((model or "", conv), (REPLACED_ROLES[conv], False))
         shared_routing = layout_routing if shared_routing is None else shared_routing
+        if not isinstance(shared_routing, bool):
+            raise ValueError(f"shared_routing must be True, False or None, got {shared_routing!r}")
         if shared_routing and conv != "cond":
             raise ValueError(f"shared_routing is CondConv's (conv='cond'), got conv={conv!r}")
         roles = layout_roles if replaced_roles is None else frozenset(replaced_roles)
@@ -141,6 +144,7 @@ class ConvFactory:
         )
 
     def is_dynamic(self, role: Role) -> bool:
+        """Whether the method makes convolutions (or the classifier) of ``role`` dynamic."""
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}; accepted: {', '.join(ROLES)}")
         return role in self.replaced_roles
@@ -154,6 +158,7 @@ class ConvFactory:
     def linear(self, in_features: int, out_features: int, routed: bool = False) -> nn.Module:
         """The classifier: a :class:`~fmdconv.layers.DynamicLinear` where the method replaces it.
 
+        It always has biases (``bias`` concerns the convolutions, which BatchNorm follows).
         ``routed``: it takes the routing weights of a block (``shared_routing``) instead of its own.
         """
         if not self.is_dynamic("classifier"):

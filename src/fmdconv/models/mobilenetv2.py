@@ -150,7 +150,8 @@ class MobileNetV2(FeatureBackbone):
         reduction = 2 if stem == "imagenet" else 1
         features: list[nn.Module] = [ConvBNReLU6(conv, "stem", in_chans, channels, stride=reduction)]
         self.feature_info = []
-        first_late_block = sum(setting[2] for setting in INVERTED_RESIDUAL_SETTING) - LATE_BLOCKS
+        # features.0 is the stem, so block k is features.k; the final LATE_BLOCKS of them are "late".
+        first_late_block = sum(setting[2] for setting in INVERTED_RESIDUAL_SETTING) - LATE_BLOCKS + 1
         for expand_ratio, base_channels, repeats, first_stride in INVERTED_RESIDUAL_SETTING:
             out_channels = make_divisible(base_channels * width)
             if first_stride == 2:
@@ -159,7 +160,7 @@ class MobileNetV2(FeatureBackbone):
                 reduction *= 2
             for index in range(repeats):
                 stride = first_stride if index == 0 else 1
-                role: Role = "late_block" if len(features) > first_late_block else "block"
+                role: Role = "late_block" if len(features) >= first_late_block else "block"
                 features.append(InvertedResidual(channels, out_channels, stride, expand_ratio, conv, role))
                 channels = out_channels
         features.append(ConvBNReLU6(conv, "head", channels, self.num_features, kernel_size=1))
@@ -167,7 +168,9 @@ class MobileNetV2(FeatureBackbone):
         self.features = nn.Sequential(*features)
         # With shared routing, the dynamic classifier takes the last block's routing weights.
         last_block = features[-2]
-        self._classifier_routed = conv.shared_routing and last_block.routing is not None
+        self._classifier_routed = (
+            conv.shared_routing and conv.is_dynamic("classifier") and last_block.routing is not None
+        )
         classifier = conv.linear(self.num_features, num_classes, routed=self._classifier_routed)
         self.classifier = nn.Sequential(nn.Dropout(dropout), classifier)
         self._feature_positions = [int(info.module.split(".")[1]) for info in self.feature_info]
@@ -195,11 +198,22 @@ class MobileNetV2(FeatureBackbone):
         return maps
 
     def forward_head(self, x: Tensor, routing: Tensor | None = None) -> Tensor:
-        """Global average pool, dropout, classifier (``routing``: the last block's, if it shares it)."""
+        """Global average pool, dropout and the classifier.
+
+        ``routing``: with CondConv's layout the classifier takes the routing weights of the last
+        block (``features.17``), which only :meth:`forward` has; pass them here to call this alone.
+        """
+        if self._classifier_routed and routing is None:
+            raise ValueError(
+                "this MobileNetV2's classifier takes the routing of features.17: call the model itself, "
+                "or pass forward_head(x, routing=model.features[17].routing(input of features.17))"
+            )
         pooled = self.classifier[0](x.mean((2, 3)))
         return self.classifier[1](pooled) if routing is None else self.classifier[1](pooled, routing)
 
     def forward(self, x: Tensor) -> Tensor | list[Tensor]:
+        """Logits, or the feature maps after :meth:`to_features`; hands features.17's routing to a
+        classifier that shares it."""
         if self.out_indices is not None or not self._classifier_routed:
             return super().forward(x)
         last_block = len(self.features) - 2
