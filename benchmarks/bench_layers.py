@@ -3,8 +3,8 @@ CIFAR ResNet-18 (batch 64), in inference and in a training step, next to the sta
 record which one the automatic rule picks. This is the measurement behind the rule in
 :func:`fmdconv.layers.formulations.choose_formulation`.
 
-Usage: ``python benchmarks/bench_layers.py [--threads 2] [--repeats 7]``; writes
-``benchmarks/results/<device>-layers.json`` and ``.md`` (each replaced atomically).
+Usage: ``python benchmarks/bench_layers.py [--threads 2] [--repeats 7]`` (CPU); writes
+``benchmarks/results/cpu-layers.json`` and ``.md`` (each replaced atomically).
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     grid.add_argument(
         "--compile",
         action="store_true",
-        help="the static and FMDConv ResNet-18 eager and through torch.compile (files NAME-compile.*)",
+        help="the static and FMDConv ResNet-18 eager and through torch.compile (default name: cpu-compile)",
     )
     parser.add_argument(
         "--quiet-wait",
@@ -67,9 +67,8 @@ def run(args: argparse.Namespace) -> int:
     if args.threads < 1 or (args.clock == "cpu" and args.threads != 1):
         print("fmdconv bench: error: --threads must be >= 1, and 1 with --clock cpu", file=sys.stderr)
         return 2
-    settings = bench.DEFAULT_SETTINGS
-    if args.full or args.compile:
-        settings = bench.FULL_SETTINGS if args.full else bench.COMPILE_SETTINGS
+    grids = {"full": bench.FULL_SETTINGS, "compile": bench.COMPILE_SETTINGS}
+    settings = next((grids[flag] for flag in grids if getattr(args, flag)), bench.DEFAULT_SETTINGS)
     results = bench.run_benchmark(
         settings,
         device=args.device,
