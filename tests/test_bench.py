@@ -92,3 +92,13 @@ def test_cli_runs_the_grid_and_restores_threads(tmp_path, monkeypatch):
     )
     assert (tmp_path / "tiny.json").exists() and (tmp_path / "tiny.md").exists()
     assert torch.get_num_threads() == threads
+
+
+def test_cli_compile_grid_writes_its_own_files(tmp_path, monkeypatch):
+    # The real compile grid takes minutes to compile; the CLI's choice of grid and file name is checked.
+    tiny = [Setting("resnet18", "cifar", 8, 1, "inference", 1, (STATIC,))]
+    monkeypatch.setattr(bench, "COMPILE_SETTINGS", tiny)
+    assert main(["bench", "--compile", "--out", str(tmp_path), "--threads", "1", "--quiet-wait", "0"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cpu-compile.json", "cpu-compile.md"]
+    with pytest.raises(SystemExit):
+        main(["bench", "--compile", "--full"])
