@@ -45,7 +45,7 @@ from fmdconv.explain.attention_cam import model_attentions
 from fmdconv.layers import ATTENTION_NAMES, set_attentions
 from fmdconv.layers.temperature import KERNEL_MODES
 from fmdconv.train.checkpoint import LAST_CHECKPOINT, write_text_atomic
-from fmdconv.train.compare import _recipe_summary, machine_description
+from fmdconv.train.compare import machine_description, recipe_summary
 from fmdconv.train.recipe import Recipe
 from fmdconv.train.trainer import Trainer, build_model, resolve_device, unwrap
 from fmdconv.viz import plot_ablation
@@ -350,7 +350,7 @@ def write_ablation_report(
     )
     report = f"""# Ablation of {factor.label.lower()} on {recipe.dataset}
 
-Base recipe: {_recipe_summary(recipe)}. Varied: {factor.label.lower()} ({varied}); everything else
+Base recipe: {recipe_summary(recipe)}. Varied: {factor.label.lower()} ({varied}); everything else
 equal. Machine: {machine}. Training and evaluation took {run_minutes:.1f} min in all (summed over the
 runs); this `fmdconv ablate` call took {wall_seconds / 60:.1f} min (finished runs are reused).
 

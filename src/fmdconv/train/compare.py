@@ -169,7 +169,8 @@ def _count(number: float, noun: str) -> str:
     return f"{number:g} {noun}{'' if number == 1 else 's'}"
 
 
-def _recipe_summary(recipe: Recipe) -> str:
+def recipe_summary(recipe: Recipe) -> str:
+    """One sentence describing a recipe's model, data and schedule, for reports."""
     subset = f"first {recipe.subset} training images" if recipe.subset else "all training images"
     test = f"first {recipe.test_subset} test images" if recipe.test_subset else "the whole test split"
     warmup = f", {recipe.warmup_epochs:g} warm-up epochs" if recipe.warmup_epochs else ""
@@ -223,7 +224,7 @@ def write_report(
     write_text_atomic(out_dir / RESULTS_FILE, json.dumps(results_json, indent=2) + "\n")
     report = f"""# Dynamic convolutions compared on {recipe.dataset}
 
-{_recipe_summary(recipe)}. Machine: {machine}. Wall time of this `fmdconv compare` run
+{recipe_summary(recipe)}. Machine: {machine}. Wall time of this `fmdconv compare` run
 (training, evaluation and measurements): {wall_seconds / 60:.1f} min.
 
 {markdown_table(results, latency_batch_size)}
