@@ -1,6 +1,8 @@
-"""Dynamic convolution layers: one core (:class:`DynamicConv2d`) and the four methods as presets."""
+"""Dynamic convolution layers: one core (:class:`DynamicConv2d`) and the four methods as presets,
+and DCD (:class:`DCDConv2d`) beside it."""
 
 from fmdconv.layers.attention import SharedRouting
+from fmdconv.layers.dcd import DCD_ATTENTION_NAMES, DCDAttention, DCDConv2d
 from fmdconv.layers.dynamic_conv import (
     ATTENTION_NAMES,
     DynamicConv2d,
@@ -25,9 +27,12 @@ from fmdconv.layers.temperature import (
 __all__ = [
     "ATTENTION_NAMES",
     "CONV_KINDS",
+    "DCD_ATTENTION_NAMES",
     "FORMULATIONS",
     "CondConv2d",
     "ConstantTemperature",
+    "DCDAttention",
+    "DCDConv2d",
     "DyConv2d",
     "DynamicConv2d",
     "DynamicConvSpec",

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from fmdconv.layers.dcd import DCDConv2d
 from fmdconv.layers.dynamic_conv import DynamicConv2d
 from fmdconv.layers.factory import create_conv2d
 
@@ -17,6 +18,8 @@ class DynamicLinear(nn.Module):
     CondConv (Yang et al., NeurIPS 2019) makes MobileNetV2's classifier dynamic this way. The layer
     is one 1x1 dynamic convolution of ``kind`` (``cond``, ``dy``, ``od``, ``fmd``), so it shares the
     attentions, temperatures and formulations of the convolutions; its parameters live in ``conv``.
+    With ``kind="dcd"`` it is DCD's dynamic classifier (``DYCls`` in the DCD code: a 1x1
+    :class:`~fmdconv.layers.DCDConv2d` with a bias, ``latent_dim=32``, ``squeeze_channels=32``).
 
     Args:
         in_features, out_features, bias, device, dtype: as nn.Linear.
@@ -45,13 +48,14 @@ class DynamicLinear(nn.Module):
                 raise ValueError(f"DynamicLinear: {arg} must be a positive int, got {value!r}")
         self.in_features = in_features
         self.out_features = out_features
-        self.conv: DynamicConv2d = create_conv2d(  # type: ignore[assignment]
+        self.conv: DynamicConv2d | DCDConv2d = create_conv2d(  # type: ignore[assignment]
             kind, in_features, out_features, 1, bias=bias, device=device, dtype=dtype, **options
         )
 
     @property
     def weight(self) -> nn.Parameter:
-        """The n weight matrices as 1x1 kernels, (n, out_features, in_features, 1, 1)."""
+        """The n weight matrices as 1x1 kernels, (n, out_features, in_features, 1, 1); DCD's static
+        matrix W0, (out_features, in_features, 1, 1)."""
         return self.conv.weight
 
     @property
@@ -70,6 +74,10 @@ class DynamicLinear(nn.Module):
                 f"DynamicLinear: expected an input of shape (B, {self.in_features}) or "
                 f"({self.in_features},), got {tuple(x.shape)}"
             )
+        if isinstance(self.conv, DCDConv2d):
+            if kernel_attention is not None:
+                raise ValueError("DynamicLinear: a dcd classifier takes no kernel_attention")
+            return self.conv(x[..., None, None])[..., 0, 0]
         return self.conv(x[..., None, None], kernel_attention)[..., 0, 0]
 
     def extra_repr(self) -> str:

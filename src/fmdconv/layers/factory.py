@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from fmdconv.layers.dynamic_conv import DynamicConv2d
+from fmdconv.layers.dcd import DCDConv2d
 from fmdconv.layers.methods import CondConv2d, DyConv2d, FMDConv2d, ODConv2d
 
 CONV_TYPES: dict[str, type[nn.Module]] = {
@@ -15,6 +15,7 @@ CONV_TYPES: dict[str, type[nn.Module]] = {
     "dy": DyConv2d,
     "od": ODConv2d,
     "fmd": FMDConv2d,
+    "dcd": DCDConv2d,
 }
 CONV_KINDS: tuple[str, ...] = tuple(CONV_TYPES)
 
@@ -42,17 +43,20 @@ def create_conv2d(
     dtype: Any = None,
     **options: Any,
 ) -> nn.Module:
-    """Build a convolution of ``kind`` (``static``, ``cond``, ``dy``, ``od``, ``fmd``).
+    """Build a convolution of ``kind`` (``static``, ``cond``, ``dy``, ``od``, ``fmd``, ``dcd``).
 
     The arguments are nn.Conv2d's; ``bias=None`` takes the method's default (True for ``static``).
-    ``options`` are the dynamic layers' keyword options (``kernel_num``, ``reduction``, ...); a
-    static convolution takes none.
+    ``options`` are the dynamic layers' keyword options (``kernel_num``, ``reduction``, ...; DCD's
+    ``latent_dim``, ``pool_size``, ``fc_squeeze``, ``squeeze_channels``); a static convolution
+    takes none.
     """
     cls = conv_type(kind)
     args = (in_channels, out_channels, kernel_size, stride, padding, dilation, groups)
     common = {"padding_mode": padding_mode, "device": device, "dtype": dtype}
-    if not issubclass(cls, DynamicConv2d):
+    if cls is nn.Conv2d:
         if options:
             raise ValueError(f"a static convolution takes no dynamic options, got {sorted(options)}")
         return cls(*args, bias=True if bias is None else bias, **common)
+    if cls is DCDConv2d and "kernel_num" in options:
+        raise ValueError("a dcd convolution mixes no kernels: kernel_num does not apply to it")
     return cls(*args, bias=bias, **common, **options)

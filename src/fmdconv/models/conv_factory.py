@@ -9,7 +9,12 @@ code (SPEC section 1):
     The first convolution. Never replaced (ODConv, FMDConv and DyConv code all keep it static).
 ``block``
     Every convolution inside a residual block: ResNet ``conv1/2/3``, the MobileNetV2
-    inverted-residual convolutions of all but the final 6 blocks. Replaced by every dynamic method.
+    inverted-residual convolutions of all but the first and the final 6 blocks. Replaced by every
+    dynamic method (DCD: only its full, ``groups=1``, convolutions).
+``first_block``
+    The convolutions of MobileNetV2's first inverted residual (``features.1``, expansion 1: a
+    depthwise and a projection convolution). Replaced like ``block``, except by DCD, whose code keeps
+    that block static.
 ``late_block``
     The convolutions of MobileNetV2's final 6 inverted residual blocks (``features.12-17``).
     Replaced by every dynamic method.
@@ -20,8 +25,14 @@ code (SPEC section 1):
     MobileNetV2's last 1x1 convolution (320 -> 1280). Replaced by every dynamic method, as in the
     ODConv code.
 ``classifier``
-    The final fully connected layer; made dynamic (a :class:`~fmdconv.layers.DynamicLinear`) only by
-    CondConv's MobileNetV2 layout.
+    The final fully connected layer; made dynamic (a :class:`~fmdconv.layers.DynamicLinear`) by
+    CondConv's MobileNetV2 layout and by DCD.
+
+DCD (Li et al., ICLR 2021) follows the DCD code: every full convolution of the residual blocks
+(MobileNetV2: the 1x1 expansions and projections of the blocks with expansion 6; the depthwise
+convolutions stay static), and the classifier; not the stem, ResNet's downsample convolutions or
+MobileNetV2's last 1x1 convolution. Its per-layer sizes (latent L, pooling) follow the DCD code's
+per-backbone rules, :func:`dcd_layer_options`.
 
 CondConv replaces what ODConv does, except on MobileNetV2, where it follows the CondConv paper (whose
 counts the ODConv paper reports for CondConv 8x): experts only in the final 6 inverted residual
@@ -37,8 +48,8 @@ from torch import nn
 
 from fmdconv.layers import CONV_KINDS, DynamicLinear, SharedRouting, create_conv2d
 
-Role = Literal["stem", "block", "late_block", "downsample", "head", "classifier"]
-ROLES: tuple[str, ...] = ("stem", "block", "late_block", "downsample", "head", "classifier")
+Role = Literal["stem", "first_block", "block", "late_block", "downsample", "head", "classifier"]
+ROLES: tuple[str, ...] = ("stem", "first_block", "block", "late_block", "downsample", "head", "classifier")
 
 # Per-kernel biases in the backbones where they differ from the method's default: DyConv's backbones
 # (the DyConv code's ResNet, the ODConv paper's DyConv rows) and CondConv's (the CondConv code, the
@@ -48,11 +59,41 @@ BACKBONE_BIAS: dict[str, bool] = {"cond": False, "dy": False}
 
 REPLACED_ROLES: dict[str, frozenset[str]] = {
     "static": frozenset(),
-    "cond": frozenset({"block", "late_block", "head"}),
-    "dy": frozenset({"block", "late_block", "downsample", "head"}),
-    "od": frozenset({"block", "late_block", "head"}),
-    "fmd": frozenset({"block", "late_block", "head"}),
+    "cond": frozenset({"first_block", "block", "late_block", "head"}),
+    "dy": frozenset({"first_block", "block", "late_block", "downsample", "head"}),
+    "od": frozenset({"first_block", "block", "late_block", "head"}),
+    "fmd": frozenset({"first_block", "block", "late_block", "head"}),
+    "dcd": frozenset({"block", "late_block", "classifier"}),
 }
+
+# DCD's classifier (``DYCls`` in the DCD code): latent 32, attention width 32, with a bias.
+DCD_CLASSIFIER_OPTIONS: dict[str, int] = {"latent_dim": 32, "squeeze_channels": 32}
+# ResNet-18/34's DCD convolutions pool the input to 2x2 for their attention (``conv_basic_dy``).
+DCD_POOL_SIZE: dict[str, int] = {"resnet18": 2, "resnet34": 2}
+
+
+def dcd_mobilenet_v2_latent(in_channels: int, out_channels: int) -> tuple[int, int]:
+    """(latent L, pool size) of a DCD 1x1 convolution of MobileNetV2, as the DCD code's ``DYModule``.
+
+    Expansions (``in < out``) pool to 2x2 and start from a reduction of 8, projections pool to 1x1
+    and start from 2; ``L = min(in * pool**2, out) // reduction``, the reduction doubling while
+    ``L**2 > 2 * in * pool**2``; L is at least 4.
+    """
+    pool, reduction = (2, 8) if in_channels < out_channels else (1, 2)
+    pooled = in_channels * pool * pool
+    latent = min(pooled, out_channels) // reduction
+    while latent * latent > 2 * pooled:
+        reduction *= 2
+        latent = min(pooled, out_channels) // reduction
+    return max(latent, 4), pool
+
+
+def dcd_layer_options(model: str | None, in_channels: int, out_channels: int) -> dict[str, int]:
+    """The DCD code's per-layer options for a convolution of ``model``: latent size and pooling."""
+    if model == "mobilenet_v2":
+        latent, pool = dcd_mobilenet_v2_latent(in_channels, out_channels)
+        return {"latent_dim": latent, "pool_size": pool}
+    return {"pool_size": DCD_POOL_SIZE.get(model or "", 1)}
 
 # (model, conv) -> (replaced roles, shared routing) where a method's paper lays a backbone out its own way.
 MODEL_LAYOUTS: dict[tuple[str, str], tuple[frozenset[str], bool]] = {
@@ -64,8 +105,8 @@ class ConvFactory:
     """Builds each convolution of a backbone: dynamic of kind ``conv`` where the method replaces it.
 
     Args:
-        conv: one of ``static``, ``cond``, ``dy``, ``od``, ``fmd``.
-        kernel_num: number of kernels n of the dynamic layers.
+        conv: one of ``static``, ``cond``, ``dy``, ``od``, ``fmd``, ``dcd``.
+        kernel_num: number of kernels n of the dynamic layers (DCD mixes no kernels: unused).
         replaced_roles: roles to make dynamic (default: the method's, :data:`REPLACED_ROLES`).
         bias: per-kernel biases of the dynamic layers (default: :data:`BACKBONE_BIAS`, else the
             method's default).
@@ -108,6 +149,7 @@ class ConvFactory:
         self.replaced_roles = roles if conv != "static" else frozenset()
         self.bias = BACKBONE_BIAS.get(conv) if bias is None else bias
         self.shared_routing = shared_routing
+        self.model = model
         self.options = options
 
     def __call__(
@@ -125,7 +167,12 @@ class ConvFactory:
         ``routed``: the block has a :meth:`block_routing`, whose weights the convolution takes.
         """
         padding = (kernel_size - 1) // 2
-        if self.is_dynamic(role):
+        if self.conv == "dcd" and self.is_dynamic(role) and groups == 1:
+            options = dcd_layer_options(self.model, in_channels, out_channels) | self.options
+            return create_conv2d(
+                "dcd", in_channels, out_channels, kernel_size, stride, padding, bias=self.bias, **options
+            )
+        if self.conv != "dcd" and self.is_dynamic(role):
             return create_conv2d(
                 self.conv,
                 in_channels,
@@ -163,6 +210,8 @@ class ConvFactory:
         """
         if not self.is_dynamic("classifier"):
             return nn.Linear(in_features, out_features)
+        if self.conv == "dcd":
+            return DynamicLinear(in_features, out_features, kind="dcd", **DCD_CLASSIFIER_OPTIONS)
         return DynamicLinear(
             in_features,
             out_features,

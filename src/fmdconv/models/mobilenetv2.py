@@ -161,6 +161,7 @@ class MobileNetV2(FeatureBackbone):
             for index in range(repeats):
                 stride = first_stride if index == 0 else 1
                 role: Role = "late_block" if len(features) >= first_late_block else "block"
+                role = "first_block" if len(features) == 1 else role
                 features.append(InvertedResidual(channels, out_channels, stride, expand_ratio, conv, role))
                 channels = out_channels
         features.append(ConvBNReLU6(conv, "head", channels, self.num_features, kernel_size=1))

@@ -39,6 +39,15 @@ MODELS: dict[str, Callable[..., FeatureBackbone]] = {
 }
 
 
+def dcd_mobilenet_v2_fc_squeeze(width: float) -> int:
+    """DCD's default ``fc_squeeze`` for MobileNetV2 at ``width``: 16 from 0.75 up, else 8.
+
+    The ODConv paper's DCD rows (5.72M at 1.0x, 4.08M at 0.75x, 3.06M at 0.5x) are the DCD code's
+    counts with fc_squeeze 16, 16 and 8 (SPEC section 11; tested in ``tests/test_dcd.py``).
+    """
+    return 16 if width >= 0.75 else 8
+
+
 def list_models() -> list[str]:
     """Names accepted by :func:`create_model`."""
     return sorted(MODELS)
@@ -64,12 +73,14 @@ def create_model(
     every convolution of the residual blocks and MobileNetV2's last 1x1 convolution; DyConv (Chen et
     al., CVPR 2020) also replaces ResNet's downsample convolutions. The stem stays static. CondConv's
     MobileNetV2 follows the CondConv paper: experts in the final 6 blocks and the classifier, one
-    routing function per block (``replaced_roles={"block", "late_block", "head"}`` and
-    ``shared_routing=False`` give the ODConv-style layout instead).
+    routing function per block (``replaced_roles={"first_block", "block", "late_block", "head"}`` and
+    ``shared_routing=False`` give the ODConv-style layout instead). DCD (Li et al., ICLR 2021)
+    replaces the full convolutions of the blocks (not MobileNetV2's first block nor its depthwise
+    convolutions) and the classifier, as the DCD code does; ``kernel_num`` does not apply to it.
 
     Args:
         name: one of :func:`list_models`.
-        conv: ``static``, ``cond``, ``dy``, ``od`` or ``fmd``.
+        conv: ``static``, ``cond``, ``dy``, ``od``, ``fmd`` or ``dcd``.
         kernel_num: number of kernels n of each dynamic convolution.
         num_classes: classifier outputs.
         stem: ``"imagenet"`` or ``"cifar"`` (3x3 stride-1 first convolution, no max-pool).
@@ -82,10 +93,14 @@ def create_model(
             and strides are in ``model.out_feature_info``.
         conv_options: options of the dynamic layers (``reduction``, ``hidden_ratio``,
             ``gate_temperature``, ``kernel_temperature``, ``min_channels``; ``replaced_roles`` to
-            override which roles are dynamic, ``shared_routing`` for CondConv's routing per block).
+            override which roles are dynamic, ``shared_routing`` for CondConv's routing per block;
+            DCD's ``fc_squeeze`` (MobileNetV2 default: :func:`dcd_mobilenet_v2_fc_squeeze`, others
+            16), ``latent_dim``, ``pool_size``, ``squeeze_channels``).
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; accepted: {', '.join(list_models())}")
+    if conv == "dcd" and name == "mobilenet_v2" and "fc_squeeze" not in conv_options:
+        conv_options["fc_squeeze"] = dcd_mobilenet_v2_fc_squeeze(width)
     model = MODELS[name](
         ConvFactory(conv, kernel_num, model=name, **conv_options), num_classes, stem, width, dropout, in_chans
     )

@@ -1,0 +1,261 @@
+"""DCD: dynamic convolution decomposition, a static kernel plus a dynamic residual in a latent space.
+
+Li, Chen, Dai, Liu, Chen, Yu, Yuan, Liu, Chen, Vasconcelos. "Revisiting Dynamic Convolution via
+Matrix Decomposition", ICLR 2021. The per-sample kernel is
+
+    W(x) = Λ(x) W0 + P Φ(x) Qᵀ
+
+with a static kernel W0, a dynamic channel-wise scale Λ(x) (C_out), a dynamic L x L matrix Φ(x) in a
+latent space of L << C channels, and static projections Q (C_in -> L) and P (L -> C_out). As in the
+authors' code (``liyunsheng13/dcd``), the latent path is normalised and keeps an identity branch:
+
+    y = Λ ⊙ (W0 ⊛ x + b) + P (BN2(Φ z) + z),   z = BN1(Qᵀ x)
+
+so in eval mode the per-sample kernel is ``Λ W0 + P (diag(a2) Φ + I) diag(a1) Qᵀ`` (a1, a2 the
+BatchNorms' scales; Q and P are 1x1 and act at the centre tap of W0) with a per-sample bias. In
+training mode the two BatchNorms use the batch's statistics, as every BatchNorm does.
+
+Λ and Φ come from one attention path: pool the input to ``pool_size x pool_size``, an FC to
+``squeeze_channels``, a self-gate ``y * hsig(FC(y))``, then two heads: ``Λ = hsig(FC(y))`` and
+``Φ = FC(y)`` reshaped to L x L, where ``hsig(v) = relu6(v + 3) / 3`` (range [0, 2], 1 at v = 0).
+No temperature.
+
+DCD is not a mixture of n kernels, so it is its own module beside
+:class:`~fmdconv.layers.DynamicConv2d` rather than a preset of it (see ``docs/models.md``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fmdconv.layers.helpers import PADDING_MODES, IntPair, PaddingArg, resolve_padding, to_pair
+
+DCD_ATTENTION_NAMES = ("scale", "phi")
+
+
+def _hard_sigmoid(value: Tensor) -> Tensor:
+    """``relu6(v + 3) / 3``: the DCD code's hard sigmoid, in [0, 2] and 1 at 0."""
+    return 2.0 * F.hardsigmoid(value)
+
+
+def _positive_int(name: str, layer: str, value: object, minimum: int = 1) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{layer}: {name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+class DCDAttention(nn.Module):
+    """The attention path of DCD: pooled input -> FC -> self-gate -> Λ (C_out) and Φ (L x L).
+
+    Every FC has no bias, as in the authors' code.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        squeeze_channels: int,
+        latent_dim: int,
+        out_channels: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.latent_dim = latent_dim
+        self.fc = nn.Linear(in_features, squeeze_channels, bias=False, **factory)
+        self.gate = nn.Linear(squeeze_channels, squeeze_channels, bias=False, **factory)
+        self.phi = nn.Linear(squeeze_channels, latent_dim * latent_dim, bias=False, **factory)
+        self.scale = nn.Linear(squeeze_channels, out_channels, bias=False, **factory)
+
+    def reset_parameters(self) -> None:
+        """N(0, 0.01) weights, the DCD MobileNetV2 code's initialisation of its linear layers."""
+        for linear in (self.fc, self.gate, self.phi, self.scale):
+            nn.init.normal_(linear.weight, 0.0, 0.01)
+
+    def forward(self, pooled: Tensor) -> dict[str, Tensor]:
+        """``pooled`` (B, in_features) -> ``scale`` Λ (B, C_out) and ``phi`` Φ (B, L, L)."""
+        hidden = self.fc(pooled)
+        hidden = hidden * _hard_sigmoid(self.gate(hidden))
+        phi = self.phi(hidden).unflatten(1, (self.latent_dim, self.latent_dim))
+        return {"scale": _hard_sigmoid(self.scale(hidden)), "phi": phi}
+
+
+class DCDConv2d(nn.Module):
+    """DCD, dynamic convolution decomposition (Li et al., ICLR 2021); a drop-in for nn.Conv2d.
+
+    ``W(x) = Λ(x) W0 + P Φ(x) Qᵀ`` (see the module docstring for the authors' exact form). The
+    constructor takes nn.Conv2d's arguments, then DCD's options.
+
+    Args:
+        bias: a bias on the static part, scaled by Λ like W0 (default False, as in the DCD code,
+            whose convolutions BatchNorm follows; ``None`` means that default).
+        groups: must be 1: the latent projections mix all channels, so a grouped kernel cannot hold
+            the dynamic part (the DCD code keeps depthwise convolutions static).
+        latent_dim: L, the latent channels (default ``int(sqrt(in_channels * pool_size**2))``, the
+            rule of the DCD code's ResNets).
+        pool_size: the attention path pools the input to ``pool_size x pool_size`` (default 1; the
+            DCD code uses 2 for ResNet-18/34's convolutions and MobileNetV2's expansions).
+        fc_squeeze: the attention path's width is ``max(in_channels * pool_size**2, L**2) //
+            fc_squeeze``, at least 4 (default 16) ...
+        squeeze_channels: ... unless given here (the DCD classifier uses 32).
+
+    Attributes:
+        weight: the static kernel W0, (C_out, C_in, kh, kw) as nn.Conv2d's; ``bias`` (C_out) or None.
+        latent_in: Qᵀ, (L, C_in); ``latent_out``: P, (C_out, L).
+        latent_norm, mix_norm: BN1 and BN2 of the latent path.
+        attention: the :class:`DCDAttention` path.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntPair,
+        stride: IntPair = 1,
+        padding: PaddingArg = 0,
+        dilation: IntPair = 1,
+        groups: int = 1,
+        bias: bool | None = None,
+        padding_mode: str = "zeros",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        latent_dim: int | None = None,
+        pool_size: int = 1,
+        fc_squeeze: int | None = None,
+        squeeze_channels: int | None = None,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        _positive_int("in_channels", name, in_channels)
+        _positive_int("out_channels", name, out_channels)
+        if groups != 1:
+            raise ValueError(
+                f"{name}: groups must be 1 (the latent projections mix all channels), got {groups!r}"
+            )
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(f"{name}: padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+        _positive_int("pool_size", name, pool_size)
+        if fc_squeeze is not None and squeeze_channels is not None:
+            raise ValueError(f"{name}: give fc_squeeze or squeeze_channels, not both")
+        pooled_features = in_channels * pool_size * pool_size
+        if latent_dim is None:
+            latent_dim = max(1, math.isqrt(pooled_features))
+        _positive_int("latent_dim", name, latent_dim)
+        if squeeze_channels is None:
+            fc_squeeze = 16 if fc_squeeze is None else _positive_int("fc_squeeze", name, fc_squeeze)
+            squeeze_channels = max(4, max(pooled_features, latent_dim * latent_dim) // fc_squeeze)
+        _positive_int("squeeze_channels", name, squeeze_channels)
+
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = to_pair(kernel_size, "kernel_size")
+        self.stride = to_pair(stride, "stride")
+        self.dilation = to_pair(dilation, "dilation")
+        self.padding, self._explicit_padding = resolve_padding(
+            padding, self.kernel_size, self.stride, self.dilation
+        )
+        self.groups = groups
+        self.padding_mode = padding_mode
+        self.latent_dim = latent_dim
+        self.pool_size = pool_size
+        self.squeeze_channels = squeeze_channels
+
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *self.kernel_size, **factory))
+        self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
+        self.latent_in = nn.Parameter(torch.empty(latent_dim, in_channels, **factory))
+        self.latent_out = nn.Parameter(torch.empty(out_channels, latent_dim, **factory))
+        self.latent_norm = nn.BatchNorm2d(latent_dim, **factory)
+        self.mix_norm = nn.BatchNorm2d(latent_dim, **factory)
+        self.attention = DCDAttention(pooled_features, squeeze_channels, latent_dim, out_channels, **factory)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Kaiming-normal (fan_out, relu) W0, Q and P, zero bias, unit BatchNorms, N(0, 0.01) FCs."""
+        nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
+        nn.init.kaiming_normal_(self.latent_in, mode="fan_out", nonlinearity="relu")
+        nn.init.kaiming_normal_(self.latent_out, mode="fan_out", nonlinearity="relu")
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+        for norm in (self.latent_norm, self.mix_norm):
+            norm.reset_running_stats()
+            norm.reset_parameters()
+        self.attention.reset_parameters()
+
+    @property
+    def available_attentions(self) -> tuple[str, ...]:
+        """The attentions this layer computes: ``scale`` (Λ) and ``phi`` (Φ)."""
+        return DCD_ATTENTION_NAMES
+
+    def _batched(self, x: Tensor) -> tuple[Tensor, bool]:
+        unbatched = x.dim() == 3
+        x = x.unsqueeze(0) if unbatched else x
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"{type(self).__name__}: expected an input (B, {self.in_channels}, H, W) or "
+                f"({self.in_channels}, H, W), got shape {tuple(x.shape)}"
+            )
+        return x, unbatched
+
+    def _attentions(self, x: Tensor) -> dict[str, Tensor]:
+        pooled = F.adaptive_avg_pool2d(x, self.pool_size).flatten(1)
+        return self.attention(pooled)
+
+    def attentions(self, x: Tensor) -> dict[str, Tensor]:
+        """Λ and Φ for input ``x``: ``scale`` (B, C_out) and ``phi`` (B, L, L) (no batch dim for 3-D x)."""
+        x, unbatched = self._batched(x)
+        attentions = self._attentions(x)
+        return {k: v[0] for k, v in attentions.items()} if unbatched else attentions
+
+    def _padded_and_centre(self, x: Tensor) -> tuple[Tensor, Tensor, tuple[int, int] | str]:
+        """The input of the static convolution, that of the latent 1x1 (aligned with the kernel's
+        centre tap), and the padding the static convolution applies itself."""
+        (kh, kw), (dh, dw) = self.kernel_size, self.dilation
+        before = (dh * ((kh - 1) // 2), dw * ((kw - 1) // 2))
+        after = (dh * (kh - 1) - before[0], dw * (kw - 1) - before[1])
+        left, right, top, bottom = self._explicit_padding
+        if self.padding_mode == "zeros" and left == right and top == bottom:
+            # The convolution pads itself; F.pad crops where the padding is less than the centre offset.
+            shifts = (left - before[1], right - after[1], top - before[0], bottom - after[0])
+            centre = F.pad(x, shifts) if any(shifts) else x
+            return x, centre, (top, left)
+        mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+        padded = F.pad(x, self._explicit_padding, mode=mode) if any(self._explicit_padding) else x
+        height, width = padded.shape[-2:]
+        centre = padded[..., before[0] : height - after[0], before[1] : width - after[1]]
+        return padded, centre, (0, 0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Convolve ``x`` (B, C_in, H, W) or (C_in, H, W)."""
+        x, unbatched = self._batched(x)
+        attentions = self._attentions(x)
+        conv_input, centre, padding = self._padded_and_centre(x)
+        static = F.conv2d(conv_input, self.weight, self.bias, self.stride, padding, self.dilation)
+        latent = F.conv2d(centre, self.latent_in[:, :, None, None], None, self.stride)
+        latent = self.latent_norm(latent)
+        mixed = torch.matmul(attentions["phi"], latent.flatten(2)).view_as(latent)
+        latent = self.mix_norm(mixed) + latent
+        dynamic = F.conv2d(latent, self.latent_out[:, :, None, None])
+        y = attentions["scale"][:, :, None, None] * static + dynamic
+        return y[0] if unbatched else y
+
+    def extra_repr(self) -> str:
+        text = (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"latent_dim={self.latent_dim}, pool_size={self.pool_size}, "
+            f"squeeze_channels={self.squeeze_channels}"
+        )
+        if self.padding not in ((0, 0), "valid"):
+            text += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            text += f", dilation={self.dilation}"
+        if self.bias is not None:
+            text += ", bias=True"
+        if self.padding_mode != "zeros":
+            text += f", padding_mode={self.padding_mode!r}"
+        return text
