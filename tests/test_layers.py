@@ -19,6 +19,7 @@ from fmdconv import (
     FMDConv2d,
     ODConv2d,
     SharedRouting,
+    conv_type,
     create_conv2d,
     set_attentions,
     set_formulation,
@@ -374,7 +375,7 @@ def test_set_formulation():
 
 def test_create_conv2d_builds_every_kind():
     for kind in CONV_KINDS:
-        options = {} if kind == "static" else {"kernel_num": 2}
+        options = {"kernel_num": 2} if issubclass(conv_type(kind), DynamicConv2d) else {}
         layer = create_conv2d(kind, 8, 16, 3, stride=2, padding=1, **options)
         assert layer(torch.randn(2, 8, 9, 9)).shape == (2, 16, 5, 5)
     assert isinstance(create_conv2d("static", 8, 16, 3), nn.Conv2d)

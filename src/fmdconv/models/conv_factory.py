@@ -9,12 +9,8 @@ code (SPEC section 1):
     The first convolution. Never replaced (ODConv, FMDConv and DyConv code all keep it static).
 ``block``
     Every convolution inside a residual block: ResNet ``conv1/2/3``, the MobileNetV2
-    inverted-residual convolutions of all but the first and the final 6 blocks. Replaced by every
-    dynamic method (DCD: only its full, ``groups=1``, convolutions).
-``first_block``
-    The convolutions of MobileNetV2's first inverted residual (``features.1``, expansion 1: a
-    depthwise and a projection convolution). Replaced like ``block``, except by DCD, whose code keeps
-    that block static.
+    inverted-residual convolutions of all but the final 6 blocks. Replaced by every dynamic method
+    (DCD: see below).
 ``late_block``
     The convolutions of MobileNetV2's final 6 inverted residual blocks (``features.12-17``).
     Replaced by every dynamic method.
@@ -29,8 +25,9 @@ code (SPEC section 1):
     CondConv's MobileNetV2 layout and by DCD.
 
 DCD (Li et al., ICLR 2021) follows the DCD code: every full convolution of the residual blocks
-(MobileNetV2: the 1x1 expansions and projections of the blocks with expansion 6; the depthwise
-convolutions stay static), and the classifier; not the stem, ResNet's downsample convolutions or
+(MobileNetV2: the 1x1 expansions and projections of the blocks with an expansion; the depthwise
+convolutions and the first block, ``features.1``, which has no expansion, stay static), and the
+classifier; not the stem, ResNet's downsample convolutions or
 MobileNetV2's last 1x1 convolution. Its per-layer sizes (latent L, pooling) follow the DCD code's
 per-backbone rules, :func:`dcd_layer_options`.
 
@@ -48,8 +45,8 @@ from torch import nn
 
 from fmdconv.layers import CONV_KINDS, DynamicLinear, SharedRouting, create_conv2d
 
-Role = Literal["stem", "first_block", "block", "late_block", "downsample", "head", "classifier"]
-ROLES: tuple[str, ...] = ("stem", "first_block", "block", "late_block", "downsample", "head", "classifier")
+Role = Literal["stem", "block", "late_block", "downsample", "head", "classifier"]
+ROLES: tuple[str, ...] = ("stem", "block", "late_block", "downsample", "head", "classifier")
 
 # Per-kernel biases in the backbones where they differ from the method's default: DyConv's backbones
 # (the DyConv code's ResNet, the ODConv paper's DyConv rows) and CondConv's (the CondConv code, the
@@ -59,10 +56,10 @@ BACKBONE_BIAS: dict[str, bool] = {"cond": False, "dy": False}
 
 REPLACED_ROLES: dict[str, frozenset[str]] = {
     "static": frozenset(),
-    "cond": frozenset({"first_block", "block", "late_block", "head"}),
-    "dy": frozenset({"first_block", "block", "late_block", "downsample", "head"}),
-    "od": frozenset({"first_block", "block", "late_block", "head"}),
-    "fmd": frozenset({"first_block", "block", "late_block", "head"}),
+    "cond": frozenset({"block", "late_block", "head"}),
+    "dy": frozenset({"block", "late_block", "downsample", "head"}),
+    "od": frozenset({"block", "late_block", "head"}),
+    "fmd": frozenset({"block", "late_block", "head"}),
     "dcd": frozenset({"block", "late_block", "classifier"}),
 }
 
@@ -161,13 +158,15 @@ class ConvFactory:
         stride: int = 1,
         groups: int = 1,
         routed: bool = False,
+        expanded: bool = True,
     ) -> nn.Module:
         """A 'same'-padded convolution for ``role``: dynamic where the method replaces it, else static.
 
         ``routed``: the block has a :meth:`block_routing`, whose weights the convolution takes.
+        ``expanded``: False in a MobileNetV2 block without an expansion, which DCD keeps static.
         """
         padding = (kernel_size - 1) // 2
-        if self.conv == "dcd" and self.is_dynamic(role) and groups == 1:
+        if self.conv == "dcd" and self.is_dynamic(role) and groups == 1 and expanded:
             options = dcd_layer_options(self.model, in_channels, out_channels) | self.options
             return create_conv2d(
                 "dcd", in_channels, out_channels, kernel_size, stride, padding, bias=self.bias, **options

@@ -17,10 +17,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from fmdconv.layers import CONV_KINDS, DynamicConv2d, create_conv2d
+from fmdconv.layers import CONV_KINDS, DynamicConv2d, conv_type, create_conv2d
 from fmdconv.layers.attention import KernelMLP, KernelRouting
 
-DYNAMIC_KINDS = tuple(kind for kind in CONV_KINDS if kind != "static")
+# The kernel-mixture methods: DCD (DCDConv2d) has no n kernels to convert a static one into.
+DYNAMIC_KINDS = tuple(kind for kind in CONV_KINDS if issubclass(conv_type(kind), DynamicConv2d))
 
 
 def _matches(name: str, patterns: Sequence[str] | None) -> bool:

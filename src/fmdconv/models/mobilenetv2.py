@@ -102,7 +102,7 @@ class InvertedResidual(nn.Module):
             layers.append(ConvBNReLU6(conv, role, in_channels, hidden, kernel_size=1, routed=routed))
         layers += [
             ConvBNReLU6(conv, role, hidden, hidden, stride=stride, groups=hidden, routed=routed),
-            conv(role, hidden, out_channels, 1, routed=routed),
+            conv(role, hidden, out_channels, 1, routed=routed, expanded=expand_ratio != 1),
             nn.BatchNorm2d(out_channels),
         ]
         self.conv = nn.Sequential(*layers)
@@ -161,7 +161,6 @@ class MobileNetV2(FeatureBackbone):
             for index in range(repeats):
                 stride = first_stride if index == 0 else 1
                 role: Role = "late_block" if len(features) >= first_late_block else "block"
-                role = "first_block" if len(features) == 1 else role
                 features.append(InvertedResidual(channels, out_channels, stride, expand_ratio, conv, role))
                 channels = out_channels
         features.append(ConvBNReLU6(conv, "head", channels, self.num_features, kernel_size=1))

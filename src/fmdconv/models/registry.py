@@ -73,7 +73,7 @@ def create_model(
     every convolution of the residual blocks and MobileNetV2's last 1x1 convolution; DyConv (Chen et
     al., CVPR 2020) also replaces ResNet's downsample convolutions. The stem stays static. CondConv's
     MobileNetV2 follows the CondConv paper: experts in the final 6 blocks and the classifier, one
-    routing function per block (``replaced_roles={"first_block", "block", "late_block", "head"}`` and
+    routing function per block (``replaced_roles={"block", "late_block", "head"}`` and
     ``shared_routing=False`` give the ODConv-style layout instead). DCD (Li et al., ICLR 2021)
     replaces the full convolutions of the blocks (not MobileNetV2's first block nor its depthwise
     convolutions) and the classifier, as the DCD code does; ``kernel_num`` does not apply to it.

@@ -28,6 +28,12 @@ dynamic convolution, four parts (each reported separately):
         applying the input attention to the input map, ``C_in * H_in * W_in``, and the output
         attention to the output map, ``C_out * H_out * W_out``.
 
+DCD (:class:`~fmdconv.layers.DCDConv2d`), which builds no mixed kernel, counts as it computes:
+``conv`` is the static convolution plus the latent path at the output positions,
+``H_out * W_out * (L * C_in + L * L + C_out * L)`` (Qᵀ, Φ, P); ``attention`` the pooling of the input
+and the FCs of its attention path; ``scaling`` applying Λ to the static output, ``C_out * H_out *
+W_out``; no ``aggregation``.
+
 The count is analytic, from the shapes a forward pass shows to hooks and the attentions each layer
 has (ablated attentions, see :func:`~fmdconv.layers.set_attentions`, are not counted); it does not
 depend on which exact formulation (``grouped``, ``mixed``, ``matmul``) the layer happens to run,
@@ -50,7 +56,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor, nn
 
-from fmdconv.layers import DynamicConv2d, SharedRouting
+from fmdconv.layers import DCDConv2d, DynamicConv2d, SharedRouting
 
 MAC_PARTS = ("conv", "attention", "aggregation", "scaling")
 
@@ -164,6 +170,8 @@ def _layer_profile(name: str, module: nn.Module, inputs: Tensor, output: Tensor)
         return LayerProfile(name, kind, in_shape, out_shape, params, conv=0, attention=attention)
     kernel = _kernel_elements(module)
     conv = math.prod(out_shape[-2:]) * kernel
+    if isinstance(module, DCDConv2d):
+        return _dcd_profile(name, module, in_shape, out_shape, params, conv)
     if not isinstance(module, DynamicConv2d):
         return LayerProfile(name, kind, in_shape, out_shape, params, conv)
     attentions = set(module.available_attentions) - module.disabled_attentions
@@ -179,6 +187,23 @@ def _layer_profile(name: str, module: nn.Module, inputs: Tensor, output: Tensor)
     return LayerProfile(name, kind, in_shape, out_shape, params, conv, attention, aggregation, scaling)
 
 
+def _dcd_profile(
+    name: str,
+    layer: DCDConv2d,
+    in_shape: tuple[int, ...],
+    out_shape: tuple[int, ...],
+    params: int,
+    static_conv: int,
+) -> LayerProfile:
+    positions = math.prod(out_shape[-2:])
+    latent = layer.latent_dim
+    conv = static_conv + positions * latent * (layer.in_channels + latent + layer.out_channels)
+    fcs = sum(m.weight.numel() for m in layer.attention.modules() if isinstance(m, nn.Linear))
+    attention = math.prod(in_shape) + fcs
+    scaling = math.prod(out_shape)
+    return LayerProfile(name, type(layer).__name__, in_shape, out_shape, params, conv, attention, 0, scaling)
+
+
 def _counted_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Convolutions, linear layers, dynamic convolutions and shared routings, not the FCs inside them."""
     counted: list[tuple[str, nn.Module]] = []
@@ -186,9 +211,9 @@ def _counted_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     for name, module in model.named_modules():
         if any(name.startswith(prefix) for prefix in dynamic_prefixes):
             continue
-        if isinstance(module, DynamicConv2d | SharedRouting):
+        if isinstance(module, DynamicConv2d | DCDConv2d | SharedRouting):
             dynamic_prefixes.append(f"{name}." if name else "")
-        if isinstance(module, DynamicConv2d | SharedRouting | nn.Conv2d | nn.Linear):
+        if isinstance(module, DynamicConv2d | DCDConv2d | SharedRouting | nn.Conv2d | nn.Linear):
             counted.append((name, module))
     return counted
 

@@ -40,7 +40,7 @@ from fmdconv.train.trainer import input_size, load_trained_model, resolve_device
 from fmdconv.viz import plot_scores, plot_speed_accuracy
 
 METHOD_LABELS = {"static": "Static", "cond": "CondConv", "dy": "DyConv", "od": "ODConv", "fmd": "FMDConv"}
-DEFAULT_METHODS = tuple(CONV_KINDS)
+DEFAULT_METHODS = ("static", "cond", "dy", "od", "fmd")
 REPORT_FILE = "report.md"
 RESULTS_FILE = "results.json"
 PLOT_FILES = {
