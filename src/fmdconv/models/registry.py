@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from fmdconv.layers.feature_attention import FEATURE_ATTENTIONS
 from fmdconv.models.conv_factory import ConvFactory
 from fmdconv.models.features import FeatureBackbone
 from fmdconv.models.mobilenetv2 import MobileNetV2
@@ -13,20 +14,39 @@ from fmdconv.models.resnet import STAGE_WIDTHS, BasicBlock, Bottleneck, ResNet
 
 def _resnet(block: type[BasicBlock | Bottleneck], depths: tuple[int, int, int, int]) -> Callable[..., ResNet]:
     def build(
-        conv: ConvFactory, num_classes: int, stem: str, width: float, dropout: float, in_chans: int
+        conv: ConvFactory,
+        num_classes: int,
+        stem: str,
+        width: float,
+        dropout: float,
+        in_chans: int,
+        attention: str | None,
     ) -> ResNet:
         if not 0 < width <= 4:
             raise ValueError(f"width must be in (0, 4], got {width!r}")
         # Narrow ResNets (e.g. width=0.25 for quick CPU runs) scale the four stage widths alike.
         widths = tuple(max(1, round(w * width)) for w in STAGE_WIDTHS)
-        return ResNet(block, depths, conv, num_classes, stem, in_chans, dropout=dropout, widths=widths)
+        return ResNet(
+            block, depths, conv, num_classes, stem, in_chans, widths, dropout=dropout, attention=attention
+        )
 
     return build
 
 
 def _mobilenet_v2(
-    conv: ConvFactory, num_classes: int, stem: str, width: float, dropout: float, in_chans: int
+    conv: ConvFactory,
+    num_classes: int,
+    stem: str,
+    width: float,
+    dropout: float,
+    in_chans: int,
+    attention: str | None,
 ) -> MobileNetV2:
+    if attention is not None:
+        raise ValueError(
+            f"attention={attention!r}: the feature attentions (SE, CBAM, ECA) are offered on the ResNets, "
+            "where the papers place them; mobilenet_v2 takes attention=None"
+        )
     return MobileNetV2(conv, num_classes, width, in_chans, dropout, stem)
 
 
@@ -64,6 +84,7 @@ def create_model(
     in_chans: int = 3,
     features_only: bool = False,
     out_indices: Sequence[int] = (1, 2, 3, 4),
+    attention: str | None = None,
     **conv_options: Any,
 ) -> FeatureBackbone:
     """A backbone whose convolutions are of kind ``conv``, replaced where the method's papers do.
@@ -91,6 +112,10 @@ def create_model(
         features_only: return the multi-scale feature maps of levels ``out_indices`` (strides
             2, 4, 8, 16, 32 for levels 0-4 with the ImageNet stem) instead of logits; their channels
             and strides are in ``model.out_feature_info``.
+        attention: a feature attention on every residual block's branch, before the addition:
+            ``se`` (Hu et al., CVPR 2018), ``cbam`` (Woo et al., ECCV 2018) or ``eca`` (Wang et al.,
+            CVPR 2020), see :mod:`fmdconv.layers.feature_attention`; ResNets only; composes with
+            any ``conv``.
         conv_options: options of the dynamic layers (``reduction``, ``hidden_ratio``,
             ``gate_temperature``, ``kernel_temperature``, ``min_channels``; ``replaced_roles`` to
             override which roles are dynamic, ``shared_routing`` for CondConv's routing per block;
@@ -101,7 +126,8 @@ def create_model(
         raise ValueError(f"unknown model {name!r}; accepted: {', '.join(list_models())}")
     if conv == "dcd" and name == "mobilenet_v2" and "fc_squeeze" not in conv_options:
         conv_options["fc_squeeze"] = dcd_mobilenet_v2_fc_squeeze(width)
-    model = MODELS[name](
-        ConvFactory(conv, kernel_num, model=name, **conv_options), num_classes, stem, width, dropout, in_chans
-    )
+    if attention is not None and attention not in FEATURE_ATTENTIONS:
+        raise ValueError(f"unknown attention {attention!r}; accepted: None, {', '.join(FEATURE_ATTENTIONS)}")
+    factory = ConvFactory(conv, kernel_num, model=name, **conv_options)
+    model = MODELS[name](factory, num_classes, stem, width, dropout, in_chans, attention)
     return model.to_features(out_indices) if features_only else model

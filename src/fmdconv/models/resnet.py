@@ -5,12 +5,17 @@ module names are torchvision's (``conv1``, ``bn1``, ``layer{1..4}.{j}.conv{1,2,3
 ``layer{1..4}.{j}.downsample.{0,1}``, ``fc``), which are also those of the ODConv, FMDConv and DyConv
 authors' ResNets, so their checkpoints map key for key (see :mod:`fmdconv.compat`). As in their code,
 a dropout layer (``dropout``, no parameters) sits before ``fc``.
+
+``attention`` (``se``, ``cbam``, ``eca``; :mod:`fmdconv.layers.feature_attention`) puts that module
+on every block's residual branch after its last BatchNorm, before the addition, as the SE, CBAM and
+ECA papers do (module ``layer{i}.{j}.attention``).
 """
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
+from fmdconv.layers.feature_attention import create_feature_attention
 from fmdconv.models.conv_factory import ConvFactory
 from fmdconv.models.features import FeatureBackbone, FeatureInfo
 
@@ -24,7 +29,13 @@ class BasicBlock(nn.Module):
     expansion = 1
 
     def __init__(
-        self, in_planes: int, planes: int, stride: int, downsample: nn.Module | None, conv: ConvFactory
+        self,
+        in_planes: int,
+        planes: int,
+        stride: int,
+        downsample: nn.Module | None,
+        conv: ConvFactory,
+        attention: str | None = None,
     ) -> None:
         super().__init__()
         self.conv1 = conv("block", in_planes, planes, 3, stride)
@@ -32,12 +43,15 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = conv("block", planes, planes, 3)
         self.bn2 = nn.BatchNorm2d(planes)
+        self.attention = None if attention is None else create_feature_attention(attention, planes)
         self.downsample = downsample
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
+        if self.attention is not None:
+            out = self.attention(out)
         return self.relu(out + identity)
 
 
@@ -47,7 +61,13 @@ class Bottleneck(nn.Module):
     expansion = 4
 
     def __init__(
-        self, in_planes: int, planes: int, stride: int, downsample: nn.Module | None, conv: ConvFactory
+        self,
+        in_planes: int,
+        planes: int,
+        stride: int,
+        downsample: nn.Module | None,
+        conv: ConvFactory,
+        attention: str | None = None,
     ) -> None:
         super().__init__()
         self.conv1 = conv("block", in_planes, planes, 1)
@@ -56,6 +76,9 @@ class Bottleneck(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = conv("block", planes, planes * self.expansion, 1)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.attention = (
+            None if attention is None else create_feature_attention(attention, planes * self.expansion)
+        )
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
 
@@ -64,6 +87,8 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
+        if self.attention is not None:
+            out = self.attention(out)
         return self.relu(out + identity)
 
 
@@ -80,6 +105,7 @@ class ResNet(FeatureBackbone):
         in_chans: input channels (1 for grey images).
         widths: channels of the four stages (before the bottleneck expansion).
         dropout: dropout probability before ``fc`` (the papers use 0.1-0.2 on ImageNet).
+        attention: ``se``, ``cbam`` or ``eca`` on every block's residual branch, or None.
     """
 
     head_names = ("avgpool", "dropout", "fc")
@@ -94,6 +120,7 @@ class ResNet(FeatureBackbone):
         in_chans: int = 3,
         widths: tuple[int, int, int, int] = STAGE_WIDTHS,
         dropout: float = 0.0,
+        attention: str | None = None,
     ) -> None:
         super().__init__()
         if stem not in STEMS:
@@ -121,7 +148,7 @@ class ResNet(FeatureBackbone):
             stage_stride = 1 if index == 0 else 2
             reduction *= stage_stride
             name = f"layer{index + 1}"
-            setattr(self, name, self._make_stage(block, width, depth, stage_stride, conv))
+            setattr(self, name, self._make_stage(block, width, depth, stage_stride, conv, attention))
             self.feature_info.append(FeatureInfo(name, width * block.expansion, reduction))
 
         self.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -131,7 +158,13 @@ class ResNet(FeatureBackbone):
         self._init_weights()
 
     def _make_stage(
-        self, block: type[BasicBlock | Bottleneck], planes: int, depth: int, stride: int, conv: ConvFactory
+        self,
+        block: type[BasicBlock | Bottleneck],
+        planes: int,
+        depth: int,
+        stride: int,
+        conv: ConvFactory,
+        attention: str | None,
     ) -> nn.Sequential:
         out_planes = planes * block.expansion
         downsample = None
@@ -139,9 +172,9 @@ class ResNet(FeatureBackbone):
             downsample = nn.Sequential(
                 conv("downsample", self.in_planes, out_planes, 1, stride), nn.BatchNorm2d(out_planes)
             )
-        blocks = [block(self.in_planes, planes, stride, downsample, conv)]
+        blocks = [block(self.in_planes, planes, stride, downsample, conv, attention)]
         self.in_planes = out_planes
-        blocks += [block(out_planes, planes, 1, None, conv) for _ in range(1, depth)]
+        blocks += [block(out_planes, planes, 1, None, conv, attention) for _ in range(1, depth)]
         return nn.Sequential(*blocks)
 
     def _init_weights(self) -> None:
