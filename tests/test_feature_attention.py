@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -15,6 +17,9 @@ from fmdconv.layers.feature_attention import (
 )
 from fmdconv.models import create_model
 from fmdconv.profiling import profile
+from fmdconv.train.compare import compare
+from fmdconv.train.trainer import load_trained_model
+from test_train import TINY
 
 
 def _params(model: nn.Module) -> int:
@@ -129,3 +134,17 @@ def test_profile_counts_the_attention_layers():
 def test_errors(build, message):
     with pytest.raises(ValueError, match=message):
         build()
+
+
+def test_compare_runs_dcd_and_the_feature_attentions(tmp_path):
+    recipe = TINY.replace(subset=32, test_subset=16, epochs=1)
+    results = compare(recipe, tmp_path, methods=["static", "dcd", "se", "eca"], progress=False)
+    assert [r.label for r in results] == ["Static", "DCD", "SE", "ECA"]
+    static, dcd, se, eca = results
+    assert dcd.params > se.params > eca.params > static.params
+    trained, _, _ = load_trained_model(Path(se.run_dir) / "last.pt")
+    assert trained.layer1[0].attention is not None and isinstance(trained.layer1[0].conv1, nn.Conv2d)
+    with pytest.raises(ValueError, match=r"methods must be distinct names among .*dcd, se, cbam, eca"):
+        compare(recipe, tmp_path, methods=["sk"])
+    with pytest.raises(ValueError, match="attention must be None or one of se, cbam, eca"):
+        recipe.replace(attention="sk")

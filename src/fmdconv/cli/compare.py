@@ -12,7 +12,7 @@ from fmdconv.cli.train import (
     recipe_from_args,
     report_errors,
 )
-from fmdconv.layers import CONV_KINDS
+from fmdconv.models import METHODS
 from fmdconv.train.compare import DEFAULT_METHODS, compare, markdown_table
 
 
@@ -39,18 +39,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "compare",
         help="train the static baseline and each dynamic method with one recipe, then write a report",
         description=(
-            "Train the static baseline and CondConv, DyConv, ODConv and FMDConv (or --methods) with one "
+            "Train the static baseline and CondConv, DyConv, ODConv and FMDConv (or --methods, which also "
+            "accepts dcd and the feature attentions se, cbam, eca on the static backbone) with one "
             f"recipe (default: {DEFAULT_RECIPE}, about 15 minutes on 2 CPU cores), then write report.md "
             "(params, MACs, training time per epoch, latency, top-1, top-5, IES, RCS), results.json and "
             "PNG plots to --out. "
             "Running it again with the same --out resumes unfinished runs and reuses finished ones."
         ),
     )
-    add_recipe_arguments(parser, exclude=("conv",))
+    add_recipe_arguments(parser, exclude=("conv", "attention"))
     parser.add_argument(
         "--methods",
         nargs="+",
-        choices=CONV_KINDS,
+        choices=METHODS,
         default=list(DEFAULT_METHODS),
         metavar="METHOD",
         help=f"methods to compare, in table order (default: {' '.join(DEFAULT_METHODS)})",

@@ -6,7 +6,9 @@ Examples::
     fmdconv profile --model mobilenet_v2 --width 0.5 --conv static --conv od:1 --conv od:4 --no-speed
     fmdconv profile --model resnet18 --conv dy --json
 
-``--conv KIND[:N]`` may be repeated; ``N`` overrides ``--kernel-num`` for that entry.
+``--conv KIND[:N]`` may be repeated; ``N`` overrides ``--kernel-num`` for that entry. ``KIND`` is a
+convolution (``static``, ``cond``, ``dy``, ``od``, ``fmd``, ``dcd``) or a feature attention on the
+static ResNet (``se``, ``cbam``, ``eca``); only the kernel mixtures take ``:N``.
 """
 
 from __future__ import annotations
@@ -19,8 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fmdconv.layers import CONV_KINDS
-from fmdconv.models import create_model, list_models
+from fmdconv.models import KERNEL_MIXTURES, METHODS, create_model, list_models, method_options
 from fmdconv.profiling import MODES, ModelProfile, SpeedResult, measure_speed, profile
 
 
@@ -37,12 +38,14 @@ class ConvChoice:
 def conv_choice(text: str) -> ConvChoice:
     """Parse ``KIND`` or ``KIND:N`` (argparse type)."""
     kind, _, number = text.partition(":")
-    if kind not in CONV_KINDS:
+    if kind not in METHODS:
         raise argparse.ArgumentTypeError(
-            f"unknown conv {kind!r}; accepted: {', '.join(CONV_KINDS)} (optionally :N)"
+            f"unknown conv {kind!r}; accepted: {', '.join(METHODS)} (the kernel mixtures optionally :N)"
         )
     if not number:
         return ConvChoice(kind, None)
+    if kind not in KERNEL_MIXTURES:
+        raise argparse.ArgumentTypeError(f"{kind} mixes no kernels: {text!r} takes no :N")
     if not number.isdigit() or int(number) < 1:
         raise argparse.ArgumentTypeError(f"kernel number in {text!r} must be a positive int")
     return ConvChoice(kind, int(number))
@@ -72,7 +75,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=conv_choice,
         action="append",
         metavar="KIND[:N]",
-        help=f"convolution kind, one of {', '.join(CONV_KINDS)}; repeat to compare (default: fmd)",
+        help=f"convolution kind or feature attention, one of {', '.join(METHODS)}; repeat to compare "
+        "(default: fmd)",
     )
     parser.add_argument(
         "--kernel-num", type=int, default=4, help="kernels per dynamic convolution (default 4)"
@@ -107,7 +111,7 @@ def _report(args: argparse.Namespace, choice: ConvChoice) -> tuple[ModelProfile,
     with torch.device("meta") if args.no_speed else contextlib.nullcontext():
         model = create_model(
             args.model,
-            conv=choice.kind,
+            **method_options(choice.kind),
             kernel_num=kernel_num,
             num_classes=args.num_classes,
             stem=args.stem,
@@ -131,7 +135,7 @@ def _entry(
     return {
         "model": args.model,
         "conv": choice.kind,
-        "kernel_num": None if choice.kind == "static" else kernel_num,
+        "kernel_num": kernel_num if choice.kind in KERNEL_MIXTURES else None,
         "width": args.width,
         "stem": args.stem,
         "params": counts.params,

@@ -4,10 +4,12 @@ from fmdconv.models.conv_factory import REPLACED_ROLES, ROLES, ConvFactory
 from fmdconv.models.convert import convert
 from fmdconv.models.features import FeatureBackbone, FeatureInfo
 from fmdconv.models.mobilenetv2 import MobileNetV2
-from fmdconv.models.registry import create_model, list_models
+from fmdconv.models.registry import KERNEL_MIXTURES, METHODS, create_model, list_models, method_options
 from fmdconv.models.resnet import ResNet
 
 __all__ = [
+    "KERNEL_MIXTURES",
+    "METHODS",
     "REPLACED_ROLES",
     "ROLES",
     "ConvFactory",
@@ -18,4 +20,5 @@ __all__ = [
     "convert",
     "create_model",
     "list_models",
+    "method_options",
 ]

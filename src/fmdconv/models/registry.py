@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from fmdconv.layers import CONV_KINDS, DynamicConv2d, conv_type
 from fmdconv.layers.feature_attention import FEATURE_ATTENTIONS
 from fmdconv.models.conv_factory import ConvFactory
 from fmdconv.models.features import FeatureBackbone
@@ -57,6 +58,20 @@ MODELS: dict[str, Callable[..., FeatureBackbone]] = {
     "resnet50": _resnet(Bottleneck, (3, 4, 6, 3)),
     "resnet101": _resnet(Bottleneck, (3, 4, 23, 3)),
 }
+
+
+# A "method" of the papers' tables: a convolution kind, or a feature attention on the static backbone.
+METHODS: tuple[str, ...] = (*CONV_KINDS, *FEATURE_ATTENTIONS)
+KERNEL_MIXTURES: tuple[str, ...] = tuple(k for k in CONV_KINDS if issubclass(conv_type(k), DynamicConv2d))
+
+
+def method_options(method: str) -> dict[str, str | None]:
+    """The :func:`create_model` arguments ``conv`` and ``attention`` of a method of :data:`METHODS`."""
+    if method in FEATURE_ATTENTIONS:
+        return {"conv": "static", "attention": method}
+    if method in CONV_KINDS:
+        return {"conv": method, "attention": None}
+    raise ValueError(f"unknown method {method!r}; accepted: {', '.join(METHODS)}")
 
 
 def dcd_mobilenet_v2_fc_squeeze(width: float) -> int:

@@ -1,7 +1,8 @@
 """The main job: train the static baseline and each dynamic method with one recipe, then report.
 
 :func:`compare` trains every method of ``methods`` with the same recipe (only ``conv`` changes, and
-``kernel_num`` if given) into ``out_dir/runs/<method>/``, measures each trained model (parameters,
+``kernel_num`` if given; a feature attention ``se``, ``cbam`` or ``eca`` is that attention on the
+static backbone) into ``out_dir/runs/<method>/``, measures each trained model (parameters,
 MACs per image, inference latency) and writes to ``out_dir``:
 
 - ``report.md``: the comparison table and the plots, with the conventions used;
@@ -31,15 +32,25 @@ from typing import Any
 
 import torch
 
-from fmdconv.layers import CONV_KINDS
 from fmdconv.metrics import ies, rcs
+from fmdconv.models import METHODS, method_options
 from fmdconv.profiling import measure_speed, profile
 from fmdconv.train.checkpoint import LAST_CHECKPOINT, write_text_atomic
 from fmdconv.train.recipe import Recipe
 from fmdconv.train.trainer import input_size, load_trained_model, resolve_device, train
 from fmdconv.viz import plot_scores, plot_speed_accuracy
 
-METHOD_LABELS = {"static": "Static", "cond": "CondConv", "dy": "DyConv", "od": "ODConv", "fmd": "FMDConv"}
+METHOD_LABELS = {
+    "static": "Static",
+    "cond": "CondConv",
+    "dy": "DyConv",
+    "od": "ODConv",
+    "fmd": "FMDConv",
+    "dcd": "DCD",
+    "se": "SE",
+    "cbam": "CBAM",
+    "eca": "ECA",
+}
 DEFAULT_METHODS = ("static", "cond", "dy", "od", "fmd")
 REPORT_FILE = "report.md"
 RESULTS_FILE = "results.json"
@@ -98,13 +109,18 @@ class MethodResult:
 def check_methods(methods: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """``methods`` as a tuple, or a ValueError if it is empty, repeats or names an unknown method."""
     methods = tuple(methods)
-    unknown = [m for m in methods if m not in CONV_KINDS]
+    unknown = [m for m in methods if m not in METHODS]
     if not methods or unknown or len(set(methods)) != len(methods):
         raise ValueError(
-            f"methods must be distinct names among {', '.join(CONV_KINDS)}; "
+            f"methods must be distinct names among {', '.join(METHODS)}; "
             f"got {', '.join(methods) or 'none'}"
         )
     return methods
+
+
+def method_recipe_of(recipe: Recipe, method: str) -> Recipe:
+    """``recipe`` for ``method``: its convolution, or a feature attention on the static backbone."""
+    return recipe.replace(**method_options(method))
 
 
 def measure_method(
@@ -253,10 +269,11 @@ def compare(
     """Train each of ``methods`` with ``recipe`` (``conv`` replaced) and write the report to ``out_dir``.
 
     Args:
-        recipe: the shared settings; its ``conv`` is ignored.
+        recipe: the shared settings; its ``conv`` and ``attention`` are ignored.
         out_dir: report folder; the runs go to ``out_dir/runs/<method>/``. Runs already there are
             resumed (finished ones reused); one with a different recipe raises a ValueError.
-        methods: conv kinds to compare, in the order of the table.
+        methods: names of :data:`~fmdconv.models.METHODS` (conv kinds, or the feature attentions
+            ``se``, ``cbam``, ``eca`` on the static backbone) to compare, in the order of the table.
         device: where to train and time (default: CUDA if available).
         latency_batch_size: images per forward pass when timing inference.
         progress: draw progress bars and a line per method on stderr.
@@ -277,7 +294,7 @@ def compare(
     start = time.perf_counter()
     results = []
     for index, method in enumerate(methods, 1):
-        method_recipe = recipe.replace(conv=method)
+        method_recipe = method_recipe_of(recipe, method)
         run_dir = out_dir / "runs" / method
         if progress:
             print(f"[{index}/{len(methods)}] {METHOD_LABELS[method]} -> {run_dir}", file=sys.stderr)

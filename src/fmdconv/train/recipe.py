@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fmdconv.layers import CONV_KINDS
+from fmdconv.layers.feature_attention import FEATURE_ATTENTIONS
 from fmdconv.layers.temperature import KERNEL_MODES
 
 LR_SCHEDULES = ("step", "cosine")
@@ -39,6 +40,9 @@ class Recipe:
 
     model: str = _setting("resnet18", "backbone name (see fmdconv.models.list_models())")
     conv: str = _setting("fmd", f"convolution of the backbone's blocks: {', '.join(CONV_KINDS)}")
+    attention: str | None = _setting(
+        None, f"feature attention on each ResNet block's branch: {', '.join(FEATURE_ATTENTIONS)} (None: none)"
+    )
     kernel_num: int = _setting(4, "number of kernels n of the dynamic convolutions")
     width: float = _setting(1.0, "channel width multiplier of the backbone (all stages)")
     stem: str = _setting("imagenet", f"backbone stem: {', '.join(STEMS)}")
@@ -90,6 +94,10 @@ class Recipe:
         ):
             if getattr(self, name) not in accepted:
                 raise ValueError(f"{name} must be one of {', '.join(accepted)}; got {getattr(self, name)!r}")
+        if self.attention is not None and self.attention not in FEATURE_ATTENTIONS:
+            raise ValueError(
+                f"attention must be None or one of {', '.join(FEATURE_ATTENTIONS)}; got {self.attention!r}"
+            )
         for name in ("kernel_num", "epochs", "batch_size"):
             _check_int(name, getattr(self, name), minimum=1)
         for name in ("subset", "test_subset", "eval_batch_size", "image_size"):

@@ -215,6 +215,7 @@ def build_model(recipe: Recipe) -> nn.Module:
     return create_model(
         recipe.model,
         conv=recipe.conv,
+        attention=recipe.attention,
         kernel_num=recipe.kernel_num,
         num_classes=info.num_classes,
         stem=recipe.stem,
