@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+from fmdconv.cli import main
 from fmdconv.layers.feature_attention import (
     CBAM,
     ECA,
@@ -148,3 +150,15 @@ def test_compare_runs_dcd_and_the_feature_attentions(tmp_path):
         compare(recipe, tmp_path, methods=["sk"])
     with pytest.raises(ValueError, match="attention must be None or one of se, cbam, eca"):
         recipe.replace(attention="sk")
+
+
+def test_profile_cli_lists_dcd_and_the_feature_attentions(capsys):
+    command = ["profile", "--model", "resnet18", "--no-speed", "--json"]
+    assert main([*command, "--conv", "static", "--conv", "se", "--conv", "dcd"]) == 0
+    static, se, dcd = json.loads(capsys.readouterr().out)
+    assert [e["conv"] for e in (static, se, dcd)] == ["static", "se", "dcd"]
+    assert se["kernel_num"] is None and dcd["kernel_num"] is None
+    assert round(se["params"] / 1e6, 2) == 11.78 and dcd["params"] > se["params"] > static["params"]
+    with pytest.raises(SystemExit):
+        main([*command, "--conv", "eca:4"])
+    assert "eca mixes no kernels" in capsys.readouterr().err

@@ -12,6 +12,13 @@ from fmdconv.layers.dynamic_conv import (
 )
 from fmdconv.layers.dynamic_linear import DynamicLinear
 from fmdconv.layers.factory import CONV_KINDS, conv_type, create_conv2d
+from fmdconv.layers.feature_attention import (
+    CBAM,
+    ECA,
+    FEATURE_ATTENTIONS,
+    SqueezeExcitation,
+    create_feature_attention,
+)
 from fmdconv.layers.formulations import FORMULATIONS
 from fmdconv.layers.methods import CondConv2d, DyConv2d, FMDConv2d, ODConv2d
 from fmdconv.layers.temperature import (
@@ -26,8 +33,11 @@ from fmdconv.layers.temperature import (
 
 __all__ = [
     "ATTENTION_NAMES",
+    "CBAM",
     "CONV_KINDS",
     "DCD_ATTENTION_NAMES",
+    "ECA",
+    "FEATURE_ATTENTIONS",
     "FORMULATIONS",
     "CondConv2d",
     "ConstantTemperature",
@@ -41,10 +51,12 @@ __all__ = [
     "LinearTemperature",
     "ODConv2d",
     "SharedRouting",
+    "SqueezeExcitation",
     "StepTemperature",
     "TemperatureScheduler",
     "conv_type",
     "create_conv2d",
+    "create_feature_attention",
     "dynamic_layers",
     "paper_schedules",
     "set_attentions",
