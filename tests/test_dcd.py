@@ -77,6 +77,7 @@ LAYER_CASES = [
 ]
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
 @pytest.mark.parametrize("options", LAYER_CASES)
 def test_matches_per_sample_kernel(options):
     torch.manual_seed(0)

@@ -13,7 +13,8 @@ authors' code (``liyunsheng13/dcd``), the latent path is normalised and keeps an
 
 so in eval mode the per-sample kernel is ``Λ W0 + P (diag(a2) Φ + I) diag(a1) Qᵀ`` (a1, a2 the
 BatchNorms' scales; Q and P are 1x1 and act at the centre tap of W0) with a per-sample bias. In
-training mode the two BatchNorms use the batch's statistics, as every BatchNorm does.
+training mode the two BatchNorms use the batch's statistics, as every BatchNorm does (so, as in the
+authors' code, a 1x1 map such as the classifier's needs more than one sample per training batch).
 
 Λ and Φ come from one attention path: pool the input to ``pool_size x pool_size``, an FC to
 ``squeeze_channels``, a self-gate ``y * hsig(FC(y))``, then two heads: ``Λ = hsig(FC(y))`` and

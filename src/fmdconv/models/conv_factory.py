@@ -92,6 +92,7 @@ def dcd_layer_options(model: str | None, in_channels: int, out_channels: int) ->
         return {"latent_dim": latent, "pool_size": pool}
     return {"pool_size": DCD_POOL_SIZE.get(model or "", 1)}
 
+
 # (model, conv) -> (replaced roles, shared routing) where a method's paper lays a backbone out its own way.
 MODEL_LAYOUTS: dict[tuple[str, str], tuple[frozenset[str], bool]] = {
     ("mobilenet_v2", "cond"): (frozenset({"late_block", "classifier"}), True),

@@ -112,8 +112,7 @@ def check_methods(methods: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     unknown = [m for m in methods if m not in METHODS]
     if not methods or unknown or len(set(methods)) != len(methods):
         raise ValueError(
-            f"methods must be distinct names among {', '.join(METHODS)}; "
-            f"got {', '.join(methods) or 'none'}"
+            f"methods must be distinct names among {', '.join(METHODS)}; got {', '.join(methods) or 'none'}"
         )
     return methods
 
