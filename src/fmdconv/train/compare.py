@@ -68,7 +68,8 @@ class MethodResult:
     """The measured outcome of one method.
 
     Attributes:
-        method: conv kind (``static``, ``cond``, ``dy``, ``od``, ``fmd``); ``label`` its display name.
+        method: a name of :data:`~fmdconv.models.METHODS` (a conv kind, or ``se``, ``cbam``, ``eca``);
+            ``label`` its display name.
         params: parameters of the model; ``macs``: MACs per image (:func:`fmdconv.profiling.profile`).
         seconds_per_epoch: mean training wall time per epoch.
         train_images_per_second: mean training throughput.
@@ -265,7 +266,7 @@ def compare(
     progress: bool = True,
     tensorboard: bool = False,
 ) -> list[MethodResult]:
-    """Train each of ``methods`` with ``recipe`` (``conv`` replaced) and write the report to ``out_dir``.
+    """Train each of ``methods`` with ``recipe`` (``conv``, ``attention`` replaced); report to ``out_dir``.
 
     Args:
         recipe: the shared settings; its ``conv`` and ``attention`` are ignored.
