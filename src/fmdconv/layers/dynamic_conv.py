@@ -87,7 +87,7 @@ class DynamicConv2d(nn.Module):
         weight: the n static kernels, (n, C_out, C_in/groups, kh, kw).
         bias: per-kernel biases (n, C_out), or None.
         formulation: ``"auto"`` (the cheapest exact one per call) or one of ``"grouped"``,
-            ``"mixed"``, ``"matmul"`` (see :mod:`fmdconv.layers.formulations`).
+            ``"mixed"``, ``"matmul"``, ``"triton"`` (see :mod:`fmdconv.layers.formulations`).
         fold_attentions: True (default) lets a formulation fold the input and output attentions
             into per-sample kernels where that touches less memory; False scales the feature maps
             with them, as the authors' code does (the speed benchmark's naive baseline).

@@ -19,6 +19,10 @@ from the same attentions; a missing attention counts as 1. They differ only in c
     im2col (``F.unfold``) and a batched matrix product with the per-sample kernels; a plain
     reshape for 1x1 kernels. Does not tie any graph constant to the batch size, so it is the
     export path for layers with spatial attention.
+``triton``
+    Triton kernels in which each sample reads its own kernel, mixed in registers from the n static
+    kernels (:mod:`fmdconv.layers.triton_conv`): no per-sample kernel in memory, forward or backward.
+    CUDA only (or CPU tensors under ``TRITON_INTERPRET=1``); needs the optional ``triton`` package.
 
 Channel attentions are folded into the per-sample kernel when that touches less memory than
 scaling the feature map, and applied to the feature map otherwise.
@@ -33,8 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-Formulation = Literal["grouped", "mixed", "matmul"]
-FORMULATIONS: tuple[str, ...] = ("auto", "grouped", "mixed", "matmul")
+Formulation = Literal["grouped", "mixed", "matmul", "triton"]
+FORMULATIONS: tuple[str, ...] = ("auto", "grouped", "mixed", "matmul", "triton")
 
 # "mixed" runs n convolutions instead of one; it wins while the (n - 1) extra multiply-adds per kernel
 # element and sample, (n - 1) * output pixels, stay below what building and using a per-sample kernel
@@ -89,7 +93,8 @@ def choose_formulation(
     1. Without spatial attention and with one kernel per sample up to a scale (n = 1, or no kernel
        attention), ``mixed`` is a static convolution plus scalings: always the cheapest.
     2. At batch > 1, ``mixed`` while its n-fold compute stays small (small output maps).
-    3. Otherwise a per-sample kernel: ``matmul`` for 1x1 kernels and where the output map has fewer
+    3. On CUDA with Triton installed, ``triton``.
+    4. Otherwise a per-sample kernel: ``matmul`` for 1x1 kernels and where the output map has fewer
        pixels than a group has output channels (im2col columns smaller than the kernel); ``grouped``
        where maps are large.
     """
@@ -99,7 +104,12 @@ def choose_formulation(
     batch = input_shape[0]
     out_h, out_w = geometry.output_size(input_shape[-2], input_shape[-1])
     mixes = "kernel" in attentions and kernel_num > 1
-    if mixable and (not mixes or (batch > 1 and (kernel_num - 1) * out_h * out_w <= MIXED_MAX_EXTRA_PIXELS)):
+    if mixable and not mixes:
+        return "mixed"
+    attention = next(iter(attentions.values()))
+    if attention.is_cuda and _triton_available(attention):
+        return "triton"
+    if mixable and batch > 1 and (kernel_num - 1) * out_h * out_w <= MIXED_MAX_EXTRA_PIXELS:
         return "mixed"
     if geometry.kernel_size == (1, 1) or out_h * out_w < out_channels // geometry.groups:
         return "matmul"
@@ -272,4 +282,20 @@ def conv_matmul(
     return _finish(y, mixed_bias, output)
 
 
-CONVOLUTIONS = {"grouped": conv_grouped, "mixed": conv_mixed, "matmul": conv_matmul}
+def _triton_available(x: Tensor) -> bool:
+    """Whether the ``triton`` formulation runs on ``x`` (imports Triton only when asked)."""
+    from fmdconv.layers.triton_conv import triton_available
+
+    return triton_available(x)
+
+
+def conv_triton(
+    x: Tensor, weight: Tensor, bias: Tensor | None, attentions: dict[str, Tensor], geometry: ConvGeometry
+) -> Tensor:
+    """Per-sample kernels mixed in registers by Triton kernels (:mod:`fmdconv.layers.triton_conv`)."""
+    from fmdconv.layers.triton_conv import conv_triton as convolve
+
+    return convolve(x, weight, bias, attentions, geometry)
+
+
+CONVOLUTIONS = {"grouped": conv_grouped, "mixed": conv_mixed, "matmul": conv_matmul, "triton": conv_triton}
