@@ -93,10 +93,10 @@ def choose_formulation(
     1. Without spatial attention and with one kernel per sample up to a scale (n = 1, or no kernel
        attention), ``mixed`` is a static convolution plus scalings: always the cheapest.
     2. At batch > 1, ``mixed`` while its n-fold compute stays small (small output maps).
-    3. On CUDA with Triton installed, ``triton``.
-    4. Otherwise a per-sample kernel: ``matmul`` for 1x1 kernels and where the output map has fewer
-       pixels than a group has output channels (im2col columns smaller than the kernel); ``grouped``
-       where maps are large.
+    3. Otherwise a per-sample kernel: on CUDA with Triton installed, ``triton`` (the kernel is mixed in
+       registers, never stored); elsewhere ``matmul`` for 1x1 kernels and where the output map has
+       fewer pixels than a group has output channels (im2col columns smaller than the kernel),
+       ``grouped`` where maps are large.
     """
     mixable = "spatial" not in attentions
     if is_exporting():
@@ -104,13 +104,11 @@ def choose_formulation(
     batch = input_shape[0]
     out_h, out_w = geometry.output_size(input_shape[-2], input_shape[-1])
     mixes = "kernel" in attentions and kernel_num > 1
-    if mixable and not mixes:
+    if mixable and (not mixes or (batch > 1 and (kernel_num - 1) * out_h * out_w <= MIXED_MAX_EXTRA_PIXELS)):
         return "mixed"
     attention = next(iter(attentions.values()))
     if attention.is_cuda and _triton_available(attention):
         return "triton"
-    if mixable and batch > 1 and (kernel_num - 1) * out_h * out_w <= MIXED_MAX_EXTRA_PIXELS:
-        return "mixed"
     if geometry.kernel_size == (1, 1) or out_h * out_w < out_channels // geometry.groups:
         return "matmul"
     return "grouped"

@@ -66,6 +66,8 @@ def triton_available(x: Tensor) -> bool:
 
 
 if triton is not None:
+    # Specialising on these would compile one more variant per feature-map size and stride.
+    _SHAPE_ARGUMENTS = ["H", "W", "OH", "OW", "stride_h", "stride_w", "pad_h", "pad_w", "dil_h", "dil_w"]
 
     def _configs(sizes: list[tuple[int, int, int, int, int]]) -> list[triton.Config]:
         """Autotuning candidates (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages); one small one if interpreted."""
@@ -106,10 +108,10 @@ if triton is not None:
         return 1.0
 
     @triton.autotune(
-        configs=_configs([(128, 64, 32, 4, 3), (64, 64, 32, 4, 3), (128, 128, 32, 8, 3), (64, 32, 32, 2, 3)]),
+        configs=_configs([(128, 64, 32, 4, 3), (64, 64, 32, 4, 3), (64, 128, 32, 4, 3)]),
         key=["in_per_group", "out_per_group", "OH", "OW", "KH", "KW", "stride_h"],
     )
-    @triton.jit
+    @triton.jit(do_not_specialize=_SHAPE_ARGUMENTS)
     def _forward_kernel(
         x_ptr,
         w_ptr,
@@ -159,38 +161,36 @@ if triton is not None:
         x_base = x_ptr + b.to(tl.int64) * in_channels * H * W
         kernel_stride = out_channels * in_per_group * taps
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for tap in range(taps):
+        channel_tiles = tl.cdiv(in_per_group, BLOCK_K)
+        # One loop over (tap, input channel tile), so the compiler pipelines all of K.
+        for step in range(taps * channel_tiles):
+            tap = step // channel_tiles
             ih = oh * stride_h - pad_h + (tap // KW) * dil_h
             iw = ow * stride_w - pad_w + (tap % KW) * dil_w
             pixel_valid = m_valid & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-            tap_scale = _tap_scale(spatial_ptr, b, tap, taps, HAS_SPATIAL)
-            for k0 in range(0, in_per_group, BLOCK_K):
-                offs_k = k0 + tl.arange(0, BLOCK_K)
-                k_valid = offs_k < in_per_group
-                in_channel = g * in_per_group + offs_k
-                x_tile = tl.load(
-                    x_base + in_channel[None, :] * H * W + (ih * W + iw)[:, None],
-                    mask=pixel_valid[:, None] & k_valid[None, :],
-                    other=0.0,
-                )
-                if HAS_SCALE:
-                    scale = tl.load(scale_ptr + b * in_channels + in_channel, mask=k_valid, other=0.0)
-                    x_tile = (x_tile.to(tl.float32) * scale.to(tl.float32)[None, :]).to(
-                        x_ptr.dtype.element_ty
-                    )
-                w_offsets = (out_channel[None, :] * in_per_group + offs_k[:, None]) * taps + tap
-                w_tile = _mixed_tile(
-                    w_ptr,
-                    w_offsets,
-                    k_valid[:, None] & n_valid[None, :],
-                    kernel_ptr,
-                    b,
-                    kernel_stride,
-                    tap_scale,
-                    N_KERNELS,
-                    HAS_KERNEL,
-                )
-                acc = tl.dot(x_tile, w_tile.to(x_ptr.dtype.element_ty), acc, input_precision=PRECISION)
+            offs_k = (step % channel_tiles) * BLOCK_K + tl.arange(0, BLOCK_K)
+            k_valid = offs_k < in_per_group
+            in_channel = g * in_per_group + offs_k
+            x_tile = tl.load(
+                x_base + in_channel[None, :] * H * W + (ih * W + iw)[:, None],
+                mask=pixel_valid[:, None] & k_valid[None, :],
+                other=0.0,
+            )
+            if HAS_SCALE:
+                scale = tl.load(scale_ptr + b * in_channels + in_channel, mask=k_valid, other=0.0)
+                x_tile = (x_tile.to(tl.float32) * scale.to(tl.float32)[None, :]).to(x_ptr.dtype.element_ty)
+            w_tile = _mixed_tile(
+                w_ptr,
+                (out_channel[None, :] * taps + tap) * in_per_group + offs_k[:, None],
+                k_valid[:, None] & n_valid[None, :],
+                kernel_ptr,
+                b,
+                kernel_stride,
+                _tap_scale(spatial_ptr, b, tap, taps, HAS_SPATIAL),
+                N_KERNELS,
+                HAS_KERNEL,
+            )
+            acc = tl.dot(x_tile, w_tile.to(x_ptr.dtype.element_ty), acc, input_precision=PRECISION)
         if HAS_BIAS:
             acc += tl.load(bias_ptr + b * out_channels + out_channel, mask=n_valid, other=0.0).to(tl.float32)[
                 None, :
@@ -203,10 +203,10 @@ if triton is not None:
         )
 
     @triton.autotune(
-        configs=_configs([(128, 64, 32, 4, 3), (64, 64, 32, 4, 3), (128, 32, 32, 4, 3), (64, 32, 32, 2, 3)]),
+        configs=_configs([(128, 64, 32, 4, 3), (64, 64, 32, 4, 3), (64, 128, 32, 4, 3)]),
         key=["in_per_group", "out_per_group", "H", "W", "KH", "KW", "stride_h"],
     )
-    @triton.jit
+    @triton.jit(do_not_specialize=_SHAPE_ARGUMENTS)
     def _input_grad_kernel(
         dy_ptr,
         w_ptr,
@@ -251,7 +251,9 @@ if triton is not None:
         dy_base = dy_ptr + b.to(tl.int64) * out_channels * OH * OW
         kernel_stride = out_channels * in_per_group * taps
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for tap in range(taps):
+        channel_tiles = tl.cdiv(out_per_group, BLOCK_K)
+        for step in range(taps * channel_tiles):
+            tap = step // channel_tiles
             # Output pixel (oh, ow) reads input (oh * stride - pad + r * dil, ...): invert where it divides.
             th = ih + pad_h - (tap // KW) * dil_h
             tw = iw + pad_w - (tap % KW) * dil_w
@@ -266,29 +268,26 @@ if triton is not None:
                 & (oh < OH)
                 & (ow < OW)
             )
-            tap_scale = _tap_scale(spatial_ptr, b, tap, taps, HAS_SPATIAL)
-            for k0 in range(0, out_per_group, BLOCK_K):
-                offs_k = k0 + tl.arange(0, BLOCK_K)
-                k_valid = offs_k < out_per_group
-                out_channel = g * out_per_group + offs_k
-                dy_tile = tl.load(
-                    dy_base + out_channel[None, :] * OH * OW + (oh * OW + ow)[:, None],
-                    mask=pixel_valid[:, None] & k_valid[None, :],
-                    other=0.0,
-                )
-                w_offsets = (out_channel[:, None] * in_per_group + offs_n[None, :]) * taps + tap
-                w_tile = _mixed_tile(
-                    w_ptr,
-                    w_offsets,
-                    k_valid[:, None] & n_valid[None, :],
-                    kernel_ptr,
-                    b,
-                    kernel_stride,
-                    tap_scale,
-                    N_KERNELS,
-                    HAS_KERNEL,
-                )
-                acc = tl.dot(dy_tile, w_tile.to(dy_ptr.dtype.element_ty), acc, input_precision=PRECISION)
+            offs_k = (step % channel_tiles) * BLOCK_K + tl.arange(0, BLOCK_K)
+            k_valid = offs_k < out_per_group
+            out_channel = g * out_per_group + offs_k
+            dy_tile = tl.load(
+                dy_base + out_channel[None, :] * OH * OW + (oh * OW + ow)[:, None],
+                mask=pixel_valid[:, None] & k_valid[None, :],
+                other=0.0,
+            )
+            w_tile = _mixed_tile(
+                w_ptr,
+                (out_channel[:, None] * taps + tap) * in_per_group + offs_n[None, :],
+                k_valid[:, None] & n_valid[None, :],
+                kernel_ptr,
+                b,
+                kernel_stride,
+                _tap_scale(spatial_ptr, b, tap, taps, HAS_SPATIAL),
+                N_KERNELS,
+                HAS_KERNEL,
+            )
+            acc = tl.dot(dy_tile, w_tile.to(dy_ptr.dtype.element_ty), acc, input_precision=PRECISION)
         dx_base = dx_ptr + b.to(tl.int64) * in_channels * H * W
         tl.store(
             dx_base + (g * in_per_group + offs_n)[None, :] * H * W + offs_m[:, None],
@@ -297,11 +296,11 @@ if triton is not None:
         )
 
     @triton.autotune(
-        configs=_configs([(64, 64, 32, 4, 3), (32, 32, 64, 4, 3), (64, 32, 64, 4, 3), (32, 64, 32, 4, 3)]),
+        configs=_configs([(32, 32, 64, 4, 3), (64, 32, 64, 4, 3), (32, 64, 32, 4, 3)]),
         key=["in_per_group", "out_per_group", "OH", "OW", "KH", "KW", "batch"],
         reset_to_zero=["dw_ptr", "h_ptr"],
     )
-    @triton.jit
+    @triton.jit(do_not_specialize=["batch", *_SHAPE_ARGUMENTS])
     def _weight_grad_kernel(
         x_ptr,
         dy_ptr,
@@ -357,7 +356,7 @@ if triton is not None:
         kernel_stride = out_channels * in_per_group * taps
         w_offsets = (
             kernel_index[:, None, None] * kernel_stride
-            + ((out_channel[:, None] * in_per_group + offs_n[None, :]) * taps + tap)[None, :, :]
+            + ((out_channel[:, None] * taps + tap) * in_per_group + offs_n[None, :])[None, :, :]
         )
         w_mask = kernel_valid[:, None, None] & (m_valid[:, None] & n_valid[None, :])[None, :, :]
         statics = tl.load(w_ptr + w_offsets, mask=w_mask, other=0.0).to(tl.float32)
@@ -412,14 +411,14 @@ def _launch_geometry(
     x: Tensor, weight: Tensor, stride: list[int], padding: list[int], dilation: list[int], groups: int
 ) -> dict[str, int]:
     """The integer arguments shared by the three kernels."""
-    kh, kw = weight.shape[-2:]
+    kh, kw, in_per_group = weight.shape[2:]
     height, width = x.shape[-2:]
     return {
         "H": height,
         "W": width,
         "OH": (height + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1,
         "OW": (width + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1,
-        "in_per_group": weight.shape[2],
+        "in_per_group": in_per_group,
         "out_per_group": weight.shape[1] // groups,
         "groups": groups,
         "stride_h": stride[0],
@@ -449,7 +448,8 @@ def _triton_conv(
 ) -> Tensor:
     """y_b = conv(scale_b * x_b, sum_i kernel_b,i * spatial_b * W_i) + bias_b (see the module docstring).
 
-    ``x`` (B, C_in, H, W) contiguous; ``weight`` (n, C_out, C_in/g, kh, kw) contiguous; ``kernel`` (B, n),
+    ``x`` (B, C_in, H, W) contiguous; ``weight`` (n, C_out, kh, kw, C_in/g) contiguous (input channels
+    innermost, so weight tiles load contiguously; channels_last kernels need no copy); ``kernel`` (B, n),
     ``spatial`` (B, kh*kw), ``scale`` (B, C_in), ``bias`` (B, C_out), each optional (missing: 1, or no bias).
     """
     geometry = _launch_geometry(x, weight, stride, padding, dilation, groups)
@@ -502,12 +502,13 @@ def _triton_conv_backward(
     groups: int,
     precision: str,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Gradients of the scaled input (like ``x``), of the n kernels (fp32) and H (B, n, taps), fp32."""
+    """Gradients of the scaled input (like ``x``), of the n kernels (fp32, laid out like ``weight``) and
+    H (B, n, taps), fp32."""
     geometry = _launch_geometry(x, weight, stride, padding, dilation, groups)
     batch = x.shape[0]
     n, taps = weight.shape[0], geometry["KH"] * geometry["KW"]
     grad_input = torch.empty_like(x)
-    grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+    grad_weight = torch.zeros_like(weight, dtype=torch.float32)
     h = torch.zeros(batch, n, taps, dtype=torch.float32, device=x.device)
     if grad.numel() == 0:
         return grad_input.zero_(), grad_weight, h
@@ -554,7 +555,7 @@ def _triton_conv_backward(
 
 @_triton_conv_backward.register_fake
 def _(grad, x, weight, kernel, spatial, scale, stride, padding, dilation, groups, precision):
-    n, taps = weight.shape[0], weight.shape[-2] * weight.shape[-1]
+    n, taps = weight.shape[0], weight.shape[2] * weight.shape[3]
     return (
         torch.empty_like(x),
         weight.new_empty(weight.shape, dtype=torch.float32),
@@ -618,7 +619,7 @@ def conv_triton(
         mixed_bias = mixed_bias.expand(x.shape[0], -1)
     y = _triton_conv(
         x,
-        weight.contiguous(),
+        weight.permute(0, 1, 3, 4, 2).contiguous(),
         None if kernel is None else kernel.contiguous(),
         None if spatial is None else spatial.flatten(1).contiguous(),
         None if "input" not in attentions else attentions["input"].contiguous(),
