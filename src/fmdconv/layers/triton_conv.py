@@ -103,9 +103,11 @@ if triton is not None:
 
     @triton.jit
     def _tap_scale(spatial_ptr, b, tap, taps, HAS_SPATIAL: tl.constexpr):
+        """The spatial attention of sample ``b`` at ``tap`` (1 without spatial attention)."""
+        scale = 1.0
         if HAS_SPATIAL:
-            return tl.load(spatial_ptr + b * taps + tap).to(tl.float32)
-        return 1.0
+            scale = tl.load(spatial_ptr + b * taps + tap).to(tl.float32)
+        return scale
 
     @triton.autotune(
         configs=_configs([(128, 64, 32, 4, 3), (64, 64, 32, 4, 3), (64, 128, 32, 4, 3)]),
