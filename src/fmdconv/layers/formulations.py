@@ -92,11 +92,13 @@ def choose_formulation(
 
     1. Without spatial attention and with one kernel per sample up to a scale (n = 1, or no kernel
        attention), ``mixed`` is a static convolution plus scalings: always the cheapest.
-    2. At batch > 1, ``mixed`` while its n-fold compute stays small (small output maps).
-    3. Otherwise a per-sample kernel: on CUDA with Triton installed, ``triton`` (the kernel is mixed in
-       registers, never stored); elsewhere ``matmul`` for 1x1 kernels and where the output map has
-       fewer pixels than a group has output channels (im2col columns smaller than the kernel),
-       ``grouped`` where maps are large.
+    2. At batch > 1 without spatial attention, ``mixed``: on CUDA always (on an H100 the fastest of
+       ``mixed``, ``grouped`` and ``triton`` for the whole FMD ResNet-18 training step and at 5 of its 7
+       stage shapes, docs/speed.md), on CPU while its n-fold compute stays small (small output maps).
+    3. Otherwise a per-sample kernel: on CUDA at batch > 1 with Triton installed, ``triton`` (the
+       kernel is mixed in registers, never stored); elsewhere ``matmul`` for 1x1 kernels and where the
+       output map has fewer pixels than a group has output channels (im2col columns smaller than the
+       kernel), ``grouped`` where maps are large (at batch 1, one ordinary convolution).
     """
     mixable = "spatial" not in attentions
     if is_exporting():
@@ -104,10 +106,14 @@ def choose_formulation(
     batch = input_shape[0]
     out_h, out_w = geometry.output_size(input_shape[-2], input_shape[-1])
     mixes = "kernel" in attentions and kernel_num > 1
-    if mixable and (not mixes or (batch > 1 and (kernel_num - 1) * out_h * out_w <= MIXED_MAX_EXTRA_PIXELS)):
+    if mixable and not mixes:
         return "mixed"
     attention = next(iter(attentions.values()))
-    if attention.is_cuda and _triton_available(attention):
+    batched_on_gpu = batch > 1 and attention.is_cuda
+    small_maps = (kernel_num - 1) * out_h * out_w <= MIXED_MAX_EXTRA_PIXELS
+    if mixable and batch > 1 and (batched_on_gpu or small_maps):
+        return "mixed"
+    if batched_on_gpu and _triton_available(attention):
         return "triton"
     if geometry.kernel_size == (1, 1) or out_h * out_w < out_channels // geometry.groups:
         return "matmul"
