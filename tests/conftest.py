@@ -1,5 +1,14 @@
+import os
+
 import pytest
 import torch
+
+# The triton formulation's tests (test_triton.py) run its kernels in Triton's CPU interpreter. Triton
+# reads this when the kernels are decorated, so it is set before any test can import
+# fmdconv.layers.triton_conv; not where CUDA is present (inductor's generated kernels would be
+# interpreted too).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def pytest_configure(config):
