@@ -131,7 +131,7 @@ def randomise(module: nn.Module) -> None:
 
 def authors_model(name: str, source: str, **options: object) -> nn.Module:
     """A backbone in the authors' layout: each dynamic layer swapped for the authors' layer."""
-    model = create_model(name, conv=KIND_OF_SOURCE[source], num_classes=10, **options)
+    model = create_model(name, conv=KIND_OF_SOURCE[source], **{"num_classes": 10, **options})
     for layer_name, layer in list(model.named_modules()):
         if isinstance(layer, DynamicConv2d):
             parent, _, child = layer_name.rpartition(".")
@@ -177,12 +177,8 @@ def test_single_layer_loads_strictly_and_matches_authors_forward(
         torch.testing.assert_close(layer(x), authors(x), rtol=1e-4, atol=1e-5)
 
     back = convert_state_dict(layer.state_dict(), source, direction="to_authors")
-    # With one kernel, the authors' kernel MLP has no effect and is dropped (module docstring).
-    kept = {
-        key for key in state if n > 1 or not key.startswith(("attention2.", "attention.fc1", "attention.fc2"))
-    }
-    assert back.keys() == kept
-    assert all(torch.equal(back[key], state[key]) for key in kept)
+    assert back.keys() == state.keys()  # with one kernel too: the same kernel paths as the authors'
+    assert all(torch.equal(back[key], state[key]) for key in state)
 
 
 @pytest.mark.parametrize(
@@ -243,3 +239,21 @@ def test_checkpoint_file_with_ddp_prefix(tmp_path) -> None:
     assert unwrap_checkpoint(wrapped).keys() == authors.state_dict().keys()
     with pytest.raises(ValueError, match="no state dict"):
         unwrap_checkpoint({"epoch": 3})
+
+
+@pytest.mark.parametrize(("source", "published"), [("fmdconv", 12.233), ("odconv", 11.94), ("dyconv", None)])
+def test_one_kernel_models_have_the_authors_parameters_and_load_strictly(
+    source: str, published: float | None
+) -> None:
+    """At n = 1 the authors keep FMDConv's and DyConv's kernel MLP and drop ODConv's kernel head."""
+    authors = authors_model("resnet18", source, kernel_num=1, num_classes=1000)
+    model = create_model("resnet18", conv=KIND_OF_SOURCE[source], kernel_num=1, num_classes=1000)
+    count = sum(p.numel() for p in model.parameters())
+    assert count == sum(p.numel() for p in authors.parameters())
+    if published is not None:
+        assert round(count / 1e6, 2 if source == "odconv" else 3) == published
+    model.load_state_dict(convert_state_dict(authors.state_dict(), source), strict=True)
+    model.eval()
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), authors(x), rtol=1e-4, atol=1e-5)

@@ -167,8 +167,9 @@ def test_skipped_heads_create_no_parameters():
     assert set(pointwise.gate.heads) == {"input", "output", "kernel"}
     single = ODConv2d(16, 32, 3, kernel_num=1)
     assert set(single.gate.heads) == {"input", "output", "spatial"}
-    assert FMDConv2d(16, 32, 3, kernel_num=1).kernel_path is None
-    assert DyConv2d(16, 32, 3, kernel_num=1).kernel_path is None
+    # As the authors' code: FMDConv and DyConv keep their kernel MLP at n = 1 (its softmax is 1).
+    assert FMDConv2d(16, 32, 3, kernel_num=1).kernel_path is not None
+    assert DyConv2d(16, 32, 3, kernel_num=1).kernel_path is not None
     assert CondConv2d(16, 32, 3, kernel_num=1).kernel_path is not None  # sigmoid routing still scales
 
 
@@ -387,13 +388,17 @@ def test_create_conv2d_builds_every_kind():
     [
         (lambda: FMDConv2d(8, 8, 3, kernel_num=0), "kernel_num must be an int >= 1"),
         (lambda: FMDConv2d(8, 6, 3, groups=4), "groups=4 must divide in_channels=8 and out_channels=6"),
-        (lambda: ODConv2d(8, 8, 3, reduction=0.0), r"reduction must be in \(0, 1\]"),
-        (lambda: ODConv2d(8, 8, 3, reduction=1.5), r"reduction must be in \(0, 1\]"),
+        (lambda: ODConv2d(8, 8, 3, reduction=0.0), r"reduction must be a number in \(0, 1\]"),
+        (lambda: ODConv2d(8, 8, 3, reduction=1.5), r"reduction must be a number in \(0, 1\]"),
+        (lambda: ODConv2d(8, 8, 3, reduction=True), r"reduction must be a number in \(0, 1\], got True"),
+        (lambda: DyConv2d(8, 8, 3, hidden_ratio=True), "hidden_ratio must be a number"),
+        (lambda: ODConv2d(8, 8, 3, min_channels=True), "min_channels must be an int >= 1, got True"),
         (lambda: DyConv2d(8, 8, 3, reduction=0.5), "DyConv2d has no use for reduction"),
         (lambda: ODConv2d(8, 8, 3, hidden_extra=0), "ODConv2d has no use for hidden_extra"),
         (lambda: DyConv2d(8, 8, 3, hidden_extra=-1), "hidden_extra must be an int >= 0"),
         (lambda: CondConv2d(8, 8, 3, kernel_temperature=2.0), "CondConv2d has no use for kernel_temperature"),
-        (lambda: FMDConv2d(8, 8, 3, gate_temperature=0.0), "gate_temperature must be > 0"),
+        (lambda: FMDConv2d(8, 8, 3, gate_temperature=0.0), "gate_temperature must be a number > 0"),
+        (lambda: FMDConv2d(8, 8, 3, kernel_temperature=True), "kernel_temperature must be a number > 0"),
         (lambda: FMDConv2d(8, 8, 3, padding="full"), "padding must be an int, a pair of ints, 'same' or"),
         (lambda: FMDConv2d(8, 8, 3, stride=2, padding="same"), "padding='same' is not supported"),
         (lambda: FMDConv2d(8, 8, 3, padding_mode="mirror"), "padding_mode must be one of"),
@@ -415,3 +420,47 @@ def test_bad_inputs_name_expected_and_received():
         layer(torch.randn(2, 8, 9, 9, 1))
     with pytest.raises(ValueError, match="expected a 4-D input"):
         layer(torch.randn(8, 9))
+
+
+@pytest.mark.parametrize("cls", METHODS)
+def test_an_unknown_keyword_names_the_layer(cls):
+    with pytest.raises(
+        TypeError, match=rf"^{cls.__name__}\.__init__\(\) got an unexpected keyword argument 'kernels'"
+    ):
+        cls(8, 8, 3, kernels=4)
+
+
+@pytest.mark.parametrize("cls", METHODS)
+def test_an_empty_batch_gives_an_empty_output_in_every_formulation(cls):
+    layer = cls(8, 16, 3, stride=2, padding=1, kernel_num=2)
+    expected = nn.Conv2d(8, 16, 3, stride=2, padding=1)(torch.randn(0, 8, 7, 7)).shape
+    for training in (True, False):
+        layer.train(training)
+        for formulation in formulations_for(layer):
+            layer.formulation = formulation
+            assert layer(torch.randn(0, 8, 7, 7)).shape == expected == (0, 16, 4, 4), formulation
+
+
+@pytest.mark.parametrize("cls", METHODS)
+def test_a_map_smaller_than_the_kernel_is_named_in_every_formulation(cls):
+    layer = cls(8, 8, 3, padding=1, dilation=3, kernel_num=2)  # 7x7 extent, 2 padded: at least 5x5
+    for formulation in formulations_for(layer):
+        layer.formulation = formulation
+        with pytest.raises(ValueError, match=rf"{cls.__name__}: .* at least 5x5 \(H x W\), got 4x6"):
+            layer(torch.randn(2, 8, 4, 6))
+        assert layer(torch.randn(2, 8, 5, 5)).shape == (2, 8, 1, 1)
+
+
+def test_formulation_is_checked_on_assignment():
+    layer = FMDConv2d(8, 8, 3)
+    with pytest.raises(
+        ValueError, match=r"FMDConv2d\.formulation must be one of auto, grouped, mixed, matmul; got 'bogus'"
+    ):
+        layer.formulation = "bogus"
+    with pytest.raises(ValueError, match="not exact for ODConv2d"):
+        ODConv2d(8, 8, 3).formulation = "mixed"
+    assert layer.formulation == "auto"
+    model = nn.Sequential(FMDConv2d(8, 8, 3), ODConv2d(8, 8, 3))
+    with pytest.raises(ValueError, match="not exact for ODConv2d"):
+        set_formulation(model, "mixed")
+    assert [m.formulation for m in model] == ["auto", "auto"]  # no layer left half-switched

@@ -27,9 +27,9 @@ The authors' layers keep their temperatures as plain attributes, so their checkp
 them: converting to fmdconv adds the temperature buffers with the values the authors' code had at the
 end of training (:data:`DEFAULT_TEMPERATURES`: 1 for a finished ODConv or DyConv model; gate 1 and
 kernel 34 for the released FMDConv code, whose kernel temperature never moves). Converting back drops
-them. With one kernel the authors' DyConv/FMDConv layers still hold a kernel-attention MLP whose
-softmax over a single logit is constantly 1; fmdconv's layers have none, so it is dropped (and not
-recreated by ``to_authors``: load such a dict into the authors' code with ``strict=False``).
+them. With one kernel the authors' DyConv/FMDConv layers still hold a kernel-attention MLP (whose
+softmax over a single logit is constantly 1) and their ODConv layers no kernel head; fmdconv's layers
+follow them, so checkpoints with one kernel convert both ways and load strictly.
 Keys outside dynamic layers pass through unchanged; a state dict of a single layer (keys
 ``weight``, ``attention.fc.weight``, ...) converts the same way.
 """
@@ -84,8 +84,7 @@ LAYER_KEYS: dict[str, dict[str, str]] = {
     "fmdconv": {**_TRUNK, **_FMDCONV_KERNEL},
     "dyconv": dict(_DYCONV_KERNEL),
 }
-# The key that marks a dynamic layer in each layout (every such layer has it; a DyConv layer with one
-# kernel has no attention here, only its temperature).
+# The key that marks a dynamic layer in each layout (every such layer has it).
 _AUTHORS_MARKER = {
     "odconv": "attention.fc.weight",
     "fmdconv": "attention.fc.weight",
@@ -105,10 +104,6 @@ _TEMPERATURES = ("gate_temperature", "kernel_temperature")
 def _layer_prefixes(keys: list[str], marker: str) -> list[str]:
     """Prefixes ``P`` (``""`` or ending in ``"."``) of the layers that have the key ``P + marker``."""
     return [key[: -len(marker)] for key in keys if key == marker or key.endswith("." + marker)]
-
-
-def _kernel_num(state_dict: Mapping[str, Tensor], prefix: str) -> int:
-    return state_dict[prefix + "weight"].shape[0]
 
 
 def _is_linear_weight(sub_key: str) -> bool:
@@ -195,12 +190,6 @@ def convert_state_dict(
                 f"key {key!r} does not belong to a {source} layer in "
                 f"{'the authors' if to_fmdconv else 'fmdconv'} layout; check source"
             )
-        if (
-            to_fmdconv
-            and mapping[sub_key].startswith("kernel_path.")
-            and _kernel_num(state_dict, prefix) == 1
-        ):
-            continue  # a softmax over one kernel is 1: fmdconv's layer has no kernel path to load
         if _is_linear_weight(sub_key):
             value = value.flatten(1) if to_fmdconv else value[:, :, None, None]
         converted[prefix + mapping[sub_key]] = value

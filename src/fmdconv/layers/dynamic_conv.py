@@ -12,7 +12,7 @@ logits by the kernel temperature; both are buffers, so they travel with ``state_
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Self
 
@@ -31,6 +31,11 @@ from fmdconv.layers.formulations import (
 from fmdconv.layers.helpers import PADDING_MODES, IntPair, PaddingArg, resolve_padding, to_pair
 
 ATTENTION_NAMES = ("input", "output", "spatial", "kernel")
+
+
+def _is_number(value: object) -> bool:
+    """An int or float that is not a bool (``True`` is an int to Python, not a setting)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -118,9 +123,15 @@ class DynamicConv2d(nn.Module):
         gate_temperature: float | None = None,
         kernel_temperature: float | None = None,
         shared_routing: bool = False,
+        **unexpected: Any,
     ) -> None:
         super().__init__()
         name = type(self).__name__
+        if unexpected:
+            # Named after the layer the user built, not this shared base class.
+            raise TypeError(
+                f"{name}.__init__() got an unexpected keyword argument {next(iter(unexpected))!r}"
+            )
         spec = self.spec
         for arg, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -153,14 +164,12 @@ class DynamicConv2d(nn.Module):
         min_channels = 16 if min_channels is None else min_channels
         hidden_ratio = 0.25 if hidden_ratio is None else hidden_ratio
         hidden_extra = 1 if hidden_extra is None else hidden_extra
-        if not 0 < reduction <= 1:
-            raise ValueError(f"{name}: reduction must be in (0, 1], got {reduction!r}")
-        if not isinstance(min_channels, int) or min_channels < 1:
-            raise ValueError(f"{name}: min_channels must be an int >= 1, got {min_channels!r}")
-        if not 0 < hidden_ratio <= 1:
-            raise ValueError(f"{name}: hidden_ratio must be in (0, 1], got {hidden_ratio!r}")
-        if not isinstance(hidden_extra, int) or hidden_extra < 0:
-            raise ValueError(f"{name}: hidden_extra must be an int >= 0, got {hidden_extra!r}")
+        for option, value in (("reduction", reduction), ("hidden_ratio", hidden_ratio)):
+            if not _is_number(value) or not 0 < value <= 1:
+                raise ValueError(f"{name}: {option} must be a number in (0, 1], got {value!r}")
+        for option, value, minimum in (("min_channels", min_channels, 1), ("hidden_extra", hidden_extra, 0)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                raise ValueError(f"{name}: {option} must be an int >= {minimum}, got {value!r}")
 
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -174,7 +183,7 @@ class DynamicConv2d(nn.Module):
         self.padding_mode = padding_mode
         self.kernel_num = kernel_num
         self.shared_routing = shared_routing
-        self.formulation = "auto"
+        self._formulation = "auto"
         self.fold_attentions = True
         self.disabled_attentions: set[str] = set()
         self._geometry = self._make_geometry(explicit_padding)
@@ -205,8 +214,8 @@ class DynamicConv2d(nn.Module):
         ):
             if default is not None:
                 value = default if value is None else value
-                if not value > 0:
-                    raise ValueError(f"{name}: {buffer_name} must be > 0, got {value!r}")
+                if not _is_number(value) or not value > 0:
+                    raise ValueError(f"{name}: {buffer_name} must be a number > 0, got {value!r}")
                 self.register_buffer(buffer_name, torch.tensor(float(value), **factory))
         self.reset_parameters()
 
@@ -241,9 +250,10 @@ class DynamicConv2d(nn.Module):
         )
 
     def _has_kernel_attention(self, kernel_num: int) -> bool:
-        # A softmax over one kernel is constantly 1: that head is skipped. CondConv's sigmoid
-        # routing still scales a single kernel.
-        return kernel_num > 1 or self.spec.kernel_activation == "sigmoid"
+        # As in the authors' code: ODConv skips its trunk's kernel head at n = 1 (a softmax over one
+        # kernel is constantly 1), while DyConv and FMDConv keep their kernel MLP (whose softmax is
+        # then 1, so the forward is a static convolution) and CondConv's sigmoid routing still scales.
+        return kernel_num > 1 or self.spec.kernel_source != "trunk"
 
     def _gate_heads(self, kernel_num: int, shared_routing: bool) -> dict[str, int]:
         spec = self.spec
@@ -267,6 +277,25 @@ class DynamicConv2d(nn.Module):
         for path in (self.gate, self.kernel_path):
             if path is not None:
                 path.reset_parameters()
+
+    @property
+    def formulation(self) -> str:
+        """How the layer computes its convolution: ``"auto"`` or one of ``"grouped"``, ``"mixed"``,
+        ``"matmul"`` (see :mod:`fmdconv.layers.formulations`); checked on assignment."""
+        return self._formulation
+
+    @formulation.setter
+    def formulation(self, value: str) -> None:
+        if value not in FORMULATIONS:
+            raise ValueError(
+                f"{type(self).__name__}.formulation must be one of {', '.join(FORMULATIONS)}; got {value!r}"
+            )
+        if value == "mixed" and "spatial" in self.available_attentions:
+            raise ValueError(
+                f"formulation='mixed' is not exact for {type(self).__name__} (spatial attention); "
+                f"use one of {', '.join(f for f in FORMULATIONS if f != 'mixed')}"
+            )
+        self._formulation = value
 
     @property
     def available_attentions(self) -> tuple[str, ...]:
@@ -295,6 +324,13 @@ class DynamicConv2d(nn.Module):
             raise ValueError(
                 f"{type(self).__name__}: expected an input with in_channels={self.in_channels} channels, "
                 f"got {x.shape[1]} (shape {tuple(x.shape)})"
+            )
+        minimum = self._geometry.minimum_input_size()
+        if x.shape[-2] < minimum[0] or x.shape[-1] < minimum[1]:
+            raise ValueError(
+                f"{type(self).__name__}: the input map is smaller than the kernel: kernel_size="
+                f"{self.kernel_size}, dilation={self.dilation} and padding={self.padding} need an input "
+                f"of at least {minimum[0]}x{minimum[1]} (H x W), got {x.shape[-2]}x{x.shape[-1]}"
             )
 
     def _check_kernel_attention(self, x: Tensor, kernel_attention: Tensor | None, unbatched: bool) -> None:
@@ -377,6 +413,8 @@ class DynamicConv2d(nn.Module):
         ``shared_routing=True`` (the routing of their block) and refused by the others.
         """
         x, kernel_attention, unbatched = self._batched(x, kernel_attention)
+        if x.shape[0] == 0:  # an empty batch gives an empty output, as nn.Conv2d does
+            return x.new_empty(0, self.out_channels, *self._geometry.output_size(x.shape[-2], x.shape[-1]))
         attentions = self._attentions(x, kernel_attention)
         formulation = self.formulation
         if formulation == "auto":
@@ -417,14 +455,16 @@ class DynamicConv2d(nn.Module):
 def set_formulation(model: nn.Module, formulation: str) -> int:
     """Force one formulation (or ``"auto"``) on every dynamic layer of ``model``; returns their count."""
     if formulation not in FORMULATIONS:
-        raise ValueError(f"formulation must be one of {FORMULATIONS}, got {formulation!r}")
+        raise ValueError(f"formulation must be one of {', '.join(FORMULATIONS)}; got {formulation!r}")
     layers = [m for m in model.modules() if isinstance(m, DynamicConv2d)]
-    for layer in layers:
-        if formulation == "mixed" and "spatial" in layer.available_attentions:
-            raise ValueError(
-                f"formulation='mixed' is not exact for {type(layer).__name__} (spatial attention)"
-            )
-        layer.formulation = formulation
+    previous = [layer.formulation for layer in layers]
+    try:
+        for layer in layers:
+            layer.formulation = formulation
+    except ValueError:
+        for layer, value in zip(layers, previous, strict=True):
+            layer.formulation = value
+        raise
     return len(layers)
 
 
@@ -443,3 +483,26 @@ def set_attentions(model: nn.Module, **enabled: bool) -> int:
         for name, on in enabled.items():
             (layer.disabled_attentions.discard if on else layer.disabled_attentions.add)(name)
     return len(layers)
+
+
+def disabled_attentions(model: nn.Module) -> dict[str, list[str]]:
+    """The attentions switched off in each dynamic layer of ``model`` (module name -> names), for
+    checkpoints: ``state_dict()`` does not hold them. Layers with every attention on are left out."""
+    return {
+        name: sorted(module.disabled_attentions)
+        for name, module in model.named_modules()
+        if isinstance(module, DynamicConv2d) and module.disabled_attentions
+    }
+
+
+def restore_disabled_attentions(model: nn.Module, disabled: Mapping[str, Sequence[str]]) -> None:
+    """Switch off exactly the attentions that :func:`disabled_attentions` listed (all others on)."""
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, DynamicConv2d)}
+    unknown = sorted(set(disabled) - set(layers))
+    if unknown:
+        raise ValueError(f"no dynamic layer named {', '.join(unknown)} in the model")
+    for name, layer in layers.items():
+        names = set(disabled.get(name, ()))
+        if names - set(ATTENTION_NAMES):
+            raise ValueError(f"{name}: unknown attention(s) {sorted(names - set(ATTENTION_NAMES))}")
+        layer.disabled_attentions = names

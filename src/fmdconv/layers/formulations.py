@@ -62,6 +62,14 @@ class ConvGeometry:
     def pad(self, x: Tensor) -> Tensor:
         return x if self.pre_pad is None else F.pad(x, self.pre_pad, mode=self.pad_mode)
 
+    def minimum_input_size(self) -> tuple[int, int]:
+        """The smallest unpadded input (height, width) whose padded map holds one dilated kernel."""
+        left, right, top, bottom = self.pre_pad or (0, 0, 0, 0)
+        return (
+            max(1, self.dilation[0] * (self.kernel_size[0] - 1) + 1 - top - bottom - 2 * self.padding[0]),
+            max(1, self.dilation[1] * (self.kernel_size[1] - 1) + 1 - left - right - 2 * self.padding[1]),
+        )
+
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         """Spatial size of the output for an unpadded input of size (height, width)."""
         left, right, top, bottom = self.pre_pad or (0, 0, 0, 0)
