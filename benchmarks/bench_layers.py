@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from fmdconv import FMDConv2d, ODConv2d
 from fmdconv.layers.formulations import choose_formulation
-from fmdconv.train.checkpoint import write_text_atomic
+from fmdconv.utils.io import write_text_atomic
 
 STAGES = ((64, 32), (128, 16), (256, 8), (512, 4))  # channels, feature-map side
 BATCH = 64

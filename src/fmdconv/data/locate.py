@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fmdconv.data.errors import DatasetNotFoundError
+from fmdconv.utils.io import expand_path
 
 
 def find_dataset_dir(
@@ -24,10 +25,21 @@ def find_dataset_dir(
             candidate and what it lacks.
     """
     searched: list[tuple[Path, str]] = []
-    for directory in candidates:
+    for directory in map(expand_path, candidates):
         missing = [name for name in required if not (directory / name).exists()]
         if not missing:
             return directory
-        problem = "does not exist" if not directory.is_dir() else f"missing {', '.join(missing)}"
-        searched.append((directory, problem))
+        searched.append((directory, _what_is_wrong(directory, missing)))
     raise DatasetNotFoundError(dataset, searched, how_to_get)
+
+
+def _what_is_wrong(directory: Path, missing: Sequence[str]) -> str:
+    """Why ``directory`` does not hold a dataset that lacks ``missing`` there."""
+    if directory.is_dir():
+        return f"missing {', '.join(missing)}"
+    if directory.exists():
+        return "is a file, not a directory"
+    existing = next(parent for parent in directory.parents if parent.exists())
+    return (
+        "does not exist" if existing.is_dir() else f"does not exist ({existing} is a file, not a directory)"
+    )

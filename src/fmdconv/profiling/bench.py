@@ -48,7 +48,8 @@ from torch import Tensor, nn
 
 from fmdconv.layers import DynamicConv2d
 from fmdconv.models import create_model
-from fmdconv.train.checkpoint import write_text_atomic
+from fmdconv.utils.devices import resolve_device
+from fmdconv.utils.io import write_text_atomic
 
 DYNAMIC_KINDS = ("cond", "dy", "od", "fmd")
 # "cpu": the calling thread's CPU time, which other processes cannot inflate; exact with 1 thread only.
@@ -351,7 +352,9 @@ def run_benchmark(
     ``clock``: ``"wall"`` (elapsed time) or ``"cpu"`` (CPU time of the calling thread: immune to
     other processes, valid with ``threads=1`` on CPU only).
     """
-    device = torch.device(device)
+    device = resolve_device(device)
+    if isinstance(quiet_wait_s, bool) or not isinstance(quiet_wait_s, int | float) or not quiet_wait_s >= 0:
+        raise ValueError(f"quiet_wait_s must be a number of seconds >= 0, got {quiet_wait_s!r}")
     if clock not in CLOCKS:
         raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, got {clock!r}")
     if clock == "cpu" and (threads != 1 or device.type != "cpu"):

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from fmdconv.utils.devices import resolve_device
+
 MODES = ("inference", "train")
 
 
@@ -127,7 +129,7 @@ def measure_speed(
     if device is None:
         reference = next(model.parameters(), None)
         device = reference.device if reference is not None else torch.device("cpu")
-    device = torch.device(device)
+    device = resolve_device(device)
     model.to(device)
     previous_threads = torch.get_num_threads()
     modes = {module: module.training for module in model.modules()}

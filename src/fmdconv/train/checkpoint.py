@@ -9,59 +9,24 @@ A checkpoint is a ``torch.save``'d dict of plain containers and tensors (loadabl
 ``history`` (one record per finished epoch), ``rng`` (torch, CUDA, NumPy and Python generator
 states) and ``recipe`` (the run's settings as a dict).
 
-Every file written here first goes to a temporary file in the destination folder and is then moved
-over the destination with :func:`os.replace`, so a crash leaves the old file or the new one, never
-half a file.
+Every file written here goes through :func:`fmdconv.utils.io.atomic_path`, so a crash leaves the
+old file or the new one, never half a file.
 """
 
 from __future__ import annotations
 
-import os
 import random
-import shutil
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from fmdconv.utils.io import atomic_path
+
 CHECKPOINT_FORMAT = 1
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
-
-
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success move it over ``path``, else delete it.
-
-    The caller creates the file at the yielded path. Its name keeps ``path``'s suffix, so writers
-    that pick a format from the extension (matplotlib) still do.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary_path = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp{path.suffix}")
-    try:
-        yield temporary_path
-        with open(temporary_path, "rb+") as written:
-            os.fsync(written.fileno())
-        os.replace(temporary_path, path)
-    finally:
-        temporary_path.unlink(missing_ok=True)
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically."""
-    with atomic_path(path) as temporary:
-        temporary.write_text(text)
-
-
-def copy_atomic(source: str | Path, destination: str | Path) -> None:
-    """Copy ``source`` to ``destination`` atomically."""
-    with atomic_path(destination) as temporary:
-        shutil.copyfile(source, temporary)
 
 
 def rng_state() -> dict[str, Any]:

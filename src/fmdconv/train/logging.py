@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from fmdconv.train.checkpoint import write_text_atomic
+from fmdconv.utils.io import write_text_atomic
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
