@@ -20,6 +20,7 @@ from fmdconv.explain import (
     model_attentions,
     save_attention_grid,
 )
+from fmdconv.explain.gradcam import normalise_per_image
 from fmdconv.layers import FMDConv2d, ODConv2d, dynamic_layers, set_attentions, set_temperature
 from fmdconv.train.checkpoint import save_checkpoint
 from fmdconv.train.recipe import Recipe
@@ -182,7 +183,10 @@ def test_cam_command_draws_files_and_dataset_images_from_a_checkpoint(tmp_path, 
     code = cam_main(["cam", str(checkpoint), str(picture), "--from-dataset", "2", "--out", str(out)])
 
     assert code == 0, capsys.readouterr().err
-    assert "layer features.18, columns input, kernel, output, all" in capsys.readouterr().err
+    assert (
+        "layer features.18 (2x2 maps, the last dynamic block with maps larger than 1x1), columns input, "
+        "kernel, output, all" in capsys.readouterr().err
+    )
     with Image.open(out) as grid:
         width, height = grid.size
     assert width > height  # 5 columns, 3 rows
@@ -192,3 +196,52 @@ def test_cam_command_draws_files_and_dataset_images_from_a_checkpoint(tmp_path, 
     assert "Valid names: features, features.0, " in capsys.readouterr().err
     assert cam_main(["cam", str(checkpoint), "--out", str(out)]) == 2
     assert "give image files, --from-dataset N, or both" in capsys.readouterr().err
+
+
+def test_a_flat_map_comes_out_as_zeros_not_as_stretched_rounding() -> None:
+    """A map constant up to float rounding gives zeros, not its noise scaled to [0, 1]."""
+    noisy = 0.7 * (1 + 1e-6 * torch.randn(1, 4, 4))
+    assert noisy.max() > noisy.min()
+    assert torch.equal(normalise_per_image(noisy), torch.zeros(1, 4, 4))
+    contrast = torch.tensor([[[0.2, 0.4], [0.6, 0.2]]])
+    torch.testing.assert_close(normalise_per_image(contrast), torch.tensor([[[0.0, 0.5], [1.0, 0.0]]]))
+
+
+def test_the_default_layer_is_the_last_with_maps_larger_than_1x1_and_the_command_says_so(
+    tmp_path, capsys
+) -> None:
+    # ResNet-18 with the ImageNet stem on 28x28 images: layer4's maps are 1x1, layer3's 2x2.
+    recipe = Recipe(width=0.125, stem="imagenet", dataset="synthetic", image_size=28, kernel_num=2)
+    model = build_model(recipe).eval()
+    images = torch.randn(2, 3, 28, 28)
+    assert default_target_layer(model) == "layer4.1"
+    assert default_target_layer(model, images) == "layer3.1"
+    result = explain_attentions(model, images)
+    assert (result.layer, result.map_size) == ("layer3.1", (2, 2))
+    flat = explain_attentions(model, images, layer="layer4.1")
+    assert flat.map_size == (1, 1) and torch.equal(flat.cams, torch.zeros_like(flat.cams))
+
+    checkpoint = tmp_path / "last.pt"
+    save_checkpoint(checkpoint, {"model": model.state_dict(), "recipe": recipe.to_dict()})
+    out = tmp_path / "grid.png"
+    assert cam_main(["cam", str(checkpoint), "--from-dataset", "1", "--out", str(out)]) == 0
+    assert (
+        "layer layer3.1 (2x2 maps, the last dynamic block with maps larger than 1x1 (layer4.1's are 1x1 "
+        "at this input size))" in capsys.readouterr().err
+    )
+    assert (
+        cam_main(["cam", str(checkpoint), "--from-dataset", "1", "--layer", "layer4.1", "--out", str(out)])
+        == 0
+    )
+    assert "warning: layer layer4.1's maps are 1x1 at this input size" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("out", ["folder", "file/grid.png"])
+def test_cam_out_must_be_a_writable_file_name(tmp_path, capsys, out) -> None:
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        cam_main(["cam", str(tmp_path / "best.pt"), "--from-dataset", "1", "--out", str(tmp_path / out)])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "argument --out:" in error and ("is a folder" in error or "file is a file, not a folder" in error)

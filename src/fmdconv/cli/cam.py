@@ -17,9 +17,10 @@ from pathlib import Path
 
 import torch
 
-from fmdconv.cli.train import report_errors
+from fmdconv.cli.train import output_file, report_errors
 from fmdconv.explain import (
     ImageBatch,
+    default_target_layer,
     explain_attentions,
     images_from_dataset,
     images_from_files,
@@ -53,7 +54,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also explain the first N test images of the checkpoint's dataset",
     )
     parser.add_argument(
-        "--layer", default=None, help="target module name (default: the last dynamic block, e.g. layer4.1)"
+        "--layer",
+        default=None,
+        help="target module name (default: the last dynamic block whose maps are larger than 1x1 for "
+        "these images, e.g. layer4.1; a 1x1 map is constant and locates nothing)",
     )
     parser.add_argument(
         "--target", type=int, default=None, help="class to explain (default: each image's predicted class)"
@@ -65,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULT_DISPLAY_SIZE,
         help=f"side in pixels each picture is drawn at (default {DEFAULT_DISPLAY_SIZE})",
     )
-    parser.add_argument("--out", type=Path, default=Path("cam_grid.png"), help="PNG to write")
+    parser.add_argument("--out", type=output_file, default=Path("cam_grid.png"), help="PNG to write")
     parser.set_defaults(run=run)
 
 
@@ -107,8 +111,19 @@ def run(args: argparse.Namespace) -> int:
         for name, label, explained in zip(batch.names, batch.labels, result.targets, strict=True)
     ]
     out = save_attention_grid(result, batch.pictures, labels, args.out, display_size=args.display_size)
+    height, width = result.map_size
+    chosen = "" if args.layer else ", the last dynamic block with maps larger than 1x1"
+    if args.layer is None and result.layer != default_target_layer(model):
+        chosen += f" ({default_target_layer(model)}'s are 1x1 at this input size)"
     print(
-        f"fmdconv cam: layer {result.layer}, columns {', '.join(result.variants)}; wrote {out}",
+        f"fmdconv cam: layer {result.layer} ({height}x{width} maps{chosen}), "
+        f"columns {', '.join(result.variants)}; wrote {out}",
         file=sys.stderr,
     )
+    if (height, width) == (1, 1):
+        print(
+            f"fmdconv cam: warning: layer {result.layer}'s maps are 1x1 at this input size: every map is "
+            f"constant and drawn as zeros; pick an earlier layer (or leave --layer out)",
+            file=sys.stderr,
+        )
     return 0

@@ -44,10 +44,12 @@ import torch
 from fmdconv.explain.attention_cam import model_attentions
 from fmdconv.layers import ATTENTION_NAMES, set_attentions
 from fmdconv.layers.temperature import KERNEL_MODES
-from fmdconv.train.checkpoint import LAST_CHECKPOINT, write_text_atomic
-from fmdconv.train.compare import machine_description, recipe_summary
+from fmdconv.train.checkpoint import LAST_CHECKPOINT
+from fmdconv.train.compare import check_reusable, machine_description, recipe_summary
 from fmdconv.train.recipe import Recipe
-from fmdconv.train.trainer import Trainer, build_model, resolve_device, unwrap
+from fmdconv.train.trainer import Trainer, build_model, unwrap
+from fmdconv.utils.devices import resolve_device
+from fmdconv.utils.io import write_text_atomic
 from fmdconv.viz import plot_ablation
 
 REPORT_FILE = "report.md"
@@ -261,13 +263,21 @@ def ablate(
     spec, chosen = ablation_values(factor, recipe, values)
     out_dir = Path(out_dir)
     torch_device = resolve_device(device)
+    runs = [
+        (
+            value,
+            out_dir / "runs" / f"{spec.name}-{value}",
+            recipe if spec.setting is None else recipe.replace(**{spec.setting: value}),
+        )
+        for value in chosen
+    ]
+    for _, run_dir, run_recipe in runs:
+        check_reusable(run_dir, run_recipe)
     start = time.perf_counter()
     results = []
-    for index, value in enumerate(chosen, 1):
-        run_dir = out_dir / "runs" / f"{spec.name}-{value}"
+    for index, (value, run_dir, run_recipe) in enumerate(runs, 1):
         if progress:
             print(f"[{index}/{len(chosen)}] {spec.name} = {value} -> {run_dir}", file=sys.stderr)
-        run_recipe = recipe if spec.setting is None else recipe.replace(**{spec.setting: value})
         trainer = Trainer(
             run_recipe,
             run_dir,

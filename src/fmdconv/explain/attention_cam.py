@@ -18,7 +18,10 @@ restored afterwards, whatever they were, even when an error is raised.
 The default target layer is the output of the model's *last dynamic block*: the last module, in
 ``model.named_modules()`` order, that holds a dynamic convolution inside it (``layer4.1`` of a
 ResNet-18, ``features.18`` of a MobileNetV2); a model whose dynamic convolutions are direct children
-of the model itself uses its last dynamic convolution. Any module can be chosen by name instead.
+of the model itself uses its last dynamic convolution. Given the images, it is the last such block
+whose maps are larger than 1x1 for them: a 1x1 map is constant, and so locates nothing (ResNet-18
+with the ImageNet stem on 28x28 images has 1x1 maps in ``layer4``). Any module can be chosen by name
+instead; :attr:`AttentionCAMs.map_size` tells how large its maps were.
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 
-from fmdconv.explain.gradcam import GradCAMPlusPlus, Target, overlay_heatmap
+from fmdconv.explain.gradcam import GradCAMPlusPlus, Target, evaluation_mode, overlay_heatmap
 from fmdconv.layers import DynamicConv2d, dynamic_layers, set_attentions
 from fmdconv.viz import save_image_grid
 
@@ -59,12 +63,15 @@ class AttentionCAMs:
         cams: maps of shape ``(V, B, H, W)`` in ``[0, 1]``, ``cams[v]`` for ``variants[v]``.
         targets: the class explained for each image, shape ``(B,)``, the same in every variant.
         layer: name of the target layer in ``model.named_modules()``.
+        map_size: (height, width) of that layer's feature maps, before upsampling; at 1x1 every
+            map is constant and comes out as zeros.
     """
 
     variants: tuple[str, ...]
     cams: Tensor
     targets: Tensor
     layer: str
+    map_size: tuple[int, int]
 
 
 def model_attentions(model: nn.Module) -> tuple[str, ...]:
@@ -95,21 +102,53 @@ def attention_state(model: nn.Module, **enabled: bool) -> Iterator[None]:
             layer.disabled_attentions = disabled
 
 
-def default_target_layer(model: nn.Module) -> str:
+def default_target_layer(model: nn.Module, images: Tensor | None = None) -> str:
     """Name of the last dynamic block of ``model`` (see the module docstring for the rule).
+
+    With ``images`` (a batch the model takes), the last dynamic block whose output maps are larger
+    than 1x1 for them (the last one if every block's maps are 1x1).
 
     Raises:
         ValueError: ``model`` has no dynamic convolution.
     """
-    last_dynamic = last_block = None
+    dynamic, blocks = [], []
     for name, module in model.named_modules():
         if isinstance(module, DynamicConv2d):
-            last_dynamic = name
+            dynamic.append(name)
         elif name and any(isinstance(inner, DynamicConv2d) for inner in module.modules()):
-            last_block = name
-    if last_dynamic is None:
+            blocks.append(name)
+    if not dynamic:
         raise ValueError(NO_DYNAMIC_LAYER)
-    return last_block or last_dynamic
+    candidates = blocks or dynamic
+    if images is None:
+        return candidates[-1]
+    sizes = map_sizes(model, images[:1], candidates)
+    larger = [name for name in candidates if sizes[name] is not None and sizes[name] != (1, 1)]
+    return larger[-1] if larger else candidates[-1]
+
+
+def map_sizes(model: nn.Module, images: Tensor, names: Sequence[str]) -> dict[str, tuple[int, int] | None]:
+    """(height, width) of the output of each module named in ``names`` for ``images``, in eval mode;
+    None for a module whose output is not a (B, C, H, W) tensor or that did not run exactly once."""
+    seen: dict[str, list[tuple[int, ...] | None]] = {name: [] for name in names}
+    handles: list[RemovableHandle] = []
+    for name in names:
+
+        def record(_module: nn.Module, _inputs: object, output: object, name: str = name) -> None:
+            shape = tuple(output.shape) if isinstance(output, Tensor) and output.ndim == 4 else None
+            seen[name].append(shape)
+
+        handles.append(find_layer(model, name).register_forward_hook(record))
+    try:
+        with torch.no_grad(), evaluation_mode(model):
+            model(images)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {
+        name: (shapes[0][-2], shapes[0][-1]) if len(shapes) == 1 and shapes[0] is not None else None
+        for name, shapes in seen.items()
+    }
 
 
 def find_layer(model: nn.Module, name: str) -> nn.Module:
@@ -149,7 +188,7 @@ def explain_attentions(
         model: a classifier with dynamic convolutions, returning logits ``(B, num_classes)``.
         images: normalised input batch ``(B, C, H, W)``, as the model was trained on.
         layer: name of the target layer (see :func:`find_layer`); ``None`` for the last dynamic
-            block (:func:`default_target_layer`).
+            block whose maps are larger than 1x1 for ``images`` (:func:`default_target_layer`).
         target: class to explain, as in :meth:`GradCAMPlusPlus.explain`; ``None`` for each image's
             class predicted with all attentions enabled.
         attentions: the single-attention variants to show, a subset of :func:`model_attentions`;
@@ -168,11 +207,12 @@ def explain_attentions(
         raise ValueError(
             f"attentions must be a non-empty subset of this model's {list(available)}; got {list(chosen)}"
         )
-    layer_name = default_target_layer(model) if layer is None else layer
+    layer_name = default_target_layer(model, images) if layer is None else layer
     everything_on = dict.fromkeys(available, True)
     with GradCAMPlusPlus(model, find_layer(model, layer_name)) as cam:
         with attention_state(model, **everything_on):
             combined = cam.explain(images, target)
+        map_size = (combined.raw_cam.shape[-2], combined.raw_cam.shape[-1])
         cams = []
         for name in chosen:
             only_this = {other: other == name for other in available}
@@ -183,6 +223,7 @@ def explain_attentions(
         cams=torch.stack([*cams, combined.cam]),
         targets=combined.targets,
         layer=layer_name,
+        map_size=map_size,
     )
 
 

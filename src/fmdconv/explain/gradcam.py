@@ -9,7 +9,9 @@ produced by a chosen layer, with ``g = dy/dA`` from one backward pass:
 
 This is the paper's closed form for an exponential score ``exp(y)``, written with first-order
 gradients of ``y`` only, as in the common implementations. The map is then upsampled (bilinear) to
-the input size and min-max normalised to ``[0, 1]`` per image.
+the input size and min-max normalised to ``[0, 1]`` per image. A map without spread (a constant
+map, as every 1x1 feature map gives, up to float rounding) carries no location: it comes out as
+zeros rather than as its rounding noise stretched to ``[0, 1]``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 Target = int | Sequence[int] | Tensor | None
+# A map whose max - min is at most this fraction of its largest value is flat: float rounding
+# (relative 1e-7 in float32) stays far below it, any real contrast far above.
+FLAT_MAP_SPREAD = 1e-4
 
 
 @dataclass(frozen=True)
@@ -39,7 +44,8 @@ class GradCAMResult:
         weights: Grad-CAM++ channel weights ``w_k``, shape ``(B, K)``.
         raw_cam: ``relu(Σ_k w_k A_k)`` at the layer's resolution, shape ``(B, h, w)``.
         cam: ``raw_cam`` upsampled to the input size and min-max normalised per image to ``[0, 1]``
-            (a constant map gives zeros), shape ``(B, H, W)``.
+            (a map whose spread is below :data:`FLAT_MAP_SPREAD` of its magnitude, e.g. a constant
+            or 1x1 one, gives zeros), shape ``(B, H, W)``.
     """
 
     targets: Tensor
@@ -143,7 +149,7 @@ class GradCAMPlusPlus:
             gradients=gradients,
             weights=weights,
             raw_cam=raw_cam,
-            cam=_normalise_per_image(upsampled.squeeze(1)),
+            cam=normalise_per_image(upsampled.squeeze(1)),
         )
 
     def _activations_and_gradients(self, x: Tensor, target: Target) -> tuple[Tensor, Tensor, Tensor]:
@@ -152,7 +158,7 @@ class GradCAMPlusPlus:
         self._captured.clear()
         self._recording = True
         try:
-            with torch.enable_grad(), _evaluation_mode(self.model):
+            with torch.enable_grad(), evaluation_mode(self.model):
                 logits = self.model(inputs)
                 activations = self._single_capture()
                 if not isinstance(logits, Tensor) or logits.ndim != 2:
@@ -175,7 +181,8 @@ class GradCAMPlusPlus:
 
 
 @contextmanager
-def _evaluation_mode(model: nn.Module) -> Iterator[None]:
+def evaluation_mode(model: nn.Module) -> Iterator[None]:
+    """Put every module of ``model`` in eval mode inside a ``with`` block, then restore each one's."""
     training_flags = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
@@ -223,11 +230,14 @@ def _grad_cam_plus_plus_weights(activations: Tensor, gradients: Tensor) -> Tenso
     return (alpha * F.relu(gradients)).sum(dim=(2, 3))
 
 
-def _normalise_per_image(maps: Tensor) -> Tensor:
+def normalise_per_image(maps: Tensor) -> Tensor:
+    """Min-max normalise each map to [0, 1]; a flat map (see :data:`FLAT_MAP_SPREAD`) becomes zeros."""
     flat = maps.flatten(1)
     low = flat.min(dim=1, keepdim=True).values
     span = flat.max(dim=1, keepdim=True).values - low
-    return ((flat - low) / span.where(span > 0, 1)).view_as(maps)
+    without_spread = span <= FLAT_MAP_SPREAD * flat.abs().amax(dim=1, keepdim=True)
+    normalised = (flat - low) / span.where(without_spread.logical_not(), 1)
+    return normalised.masked_fill(without_spread, 0).view_as(maps)
 
 
 def overlay_heatmap(image: Tensor, cam: Tensor, alpha: float = 0.5, colormap: str = "jet") -> Tensor:
