@@ -12,7 +12,14 @@ from PIL import Image
 
 from fmdconv.cli import main
 from fmdconv.metrics import ies, rcs
-from fmdconv.train.compare import DEFAULT_METHODS, PLOT_FILES, MethodResult, compare, write_report
+from fmdconv.train.compare import (
+    DEFAULT_METHODS,
+    PLOT_FILES,
+    MethodResult,
+    check_reusable,
+    compare,
+    write_report,
+)
 from test_train import TINY
 
 
@@ -57,7 +64,12 @@ def test_compare_writes_the_table_results_and_plots(
     assert json.loads((tmp_path / "results.json").read_text())["methods"][1]["top1"] == results[-1].top1
 
     assert main([*command, "--lr", "0.5"]) == 2
-    assert "cannot resume with different lr" in capsys.readouterr().err
+    assert "runs/static holds a run of another recipe (lr 0.02 there, 0.5 now)" in capsys.readouterr().err
+    # A reused run must match exactly: a longer (or shorter) run is refused, not mixed into the table.
+    assert main([*command, "--epochs", "2"]) == 2
+    assert "(epochs 1 there, 2 now)" in capsys.readouterr().err
+    # Where the data is and how it is loaded change no result: such a run is reused.
+    check_reusable(tmp_path / "runs" / "static", recipe.replace(conv="static", data_dir="~/x", num_workers=2))
     with pytest.raises(ValueError, match="methods must be distinct names"):
         compare(recipe, tmp_path, methods=("fmd", "fmd"))
 

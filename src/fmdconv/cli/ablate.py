@@ -13,9 +13,15 @@ Every recipe setting has a flag, as in ``fmdconv train``; the factor's own setti
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from fmdconv.cli.train import add_recipe_arguments, recipe_from_args, recipe_overrides, report_errors
+from fmdconv.cli.train import (
+    add_device_argument,
+    add_recipe_arguments,
+    output_folder,
+    recipe_from_args,
+    recipe_overrides,
+    report_errors,
+)
 from fmdconv.explain.ablation import FACTORS, REPORT_FILE, ablate, markdown_table
 
 
@@ -36,7 +42,7 @@ def run_ablate(args: argparse.Namespace) -> int:
         tensorboard=args.tensorboard,
     )
     print(markdown_table(factor, results), end="")
-    print(f"report: {Path(args.out) / REPORT_FILE}")
+    print(f"report: {args.out / REPORT_FILE}")
     return 0
 
 
@@ -58,9 +64,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--values", nargs="+", metavar="VALUE", help="values of the factor (default: the factor's own list)"
     )
-    parser.add_argument("--out", required=True, help="report folder; runs go to OUT/runs/<factor>-<value>/")
+    parser.add_argument(
+        "--out",
+        type=output_folder,
+        required=True,
+        help="report folder; runs go to OUT/runs/<factor>-<value>/",
+    )
     add_recipe_arguments(parser)
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    add_device_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="draw no progress bars")
     parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files")
     parser.set_defaults(run=run_ablate)

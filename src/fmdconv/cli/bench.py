@@ -15,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from fmdconv.cli.train import add_device_argument, number_at_least, output_folder
 from fmdconv.profiling import bench
 
 DEFAULT_OUT = Path("benchmarks/results")
@@ -31,9 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "stem at 224x224 (batches 1 and 32); write NAME.json and NAME.md to --out."
         ),
     )
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"folder (default {DEFAULT_OUT})")
+    parser.add_argument(
+        "--out", type=output_folder, default=DEFAULT_OUT, help=f"folder (default {DEFAULT_OUT})"
+    )
     parser.add_argument("--name", default=None, help="file stem (default: the device type, e.g. cpu)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    add_device_argument(parser, default="cpu")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     grid = parser.add_mutually_exclusive_group()
     grid.add_argument(
@@ -48,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--quiet-wait",
-        type=float,
+        type=number_at_least(0),
         default=30.0,
         metavar="SECONDS",
         help="before each round, wait up to this long for other processes to go quiet (default 30)",

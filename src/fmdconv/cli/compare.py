@@ -7,8 +7,10 @@ from pathlib import Path
 
 from fmdconv.cli.train import (
     DEFAULT_RECIPE,
+    add_device_argument,
     add_recipe_arguments,
     int_at_least,
+    output_folder,
     recipe_from_args,
     report_errors,
 )
@@ -19,7 +21,7 @@ from fmdconv.train.compare import DEFAULT_METHODS, compare, markdown_table
 @report_errors
 def run_compare(args: argparse.Namespace) -> int:
     recipe = recipe_from_args(args)
-    out_dir = Path(args.out) if args.out else Path("runs") / f"compare-{recipe.dataset}"
+    out_dir = args.out or Path("runs") / f"compare-{recipe.dataset}"
     results = compare(
         recipe,
         out_dir,
@@ -44,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             f"recipe (default: {DEFAULT_RECIPE}, about 15 minutes on 2 CPU cores), then write report.md "
             "(params, MACs, training time per epoch, latency, top-1, top-5, IES, RCS), results.json and "
             "PNG plots to --out. "
-            "Running it again with the same --out resumes unfinished runs and reuses finished ones."
+            "Running it again with the same --out resumes unfinished runs and reuses finished ones; a run "
+            "there of another recipe (more epochs, say) is refused, never mixed into the report."
         ),
     )
     add_recipe_arguments(parser, exclude=("conv", "attention"))
@@ -56,8 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="METHOD",
         help=f"methods to compare, in table order (default: {' '.join(DEFAULT_METHODS)})",
     )
-    parser.add_argument("--out", help="report folder (default: runs/compare-<dataset>)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--out", type=output_folder, help="report folder (default: runs/compare-<dataset>)")
+    add_device_argument(parser)
     parser.add_argument(
         "--latency-batch-size",
         type=int_at_least(1),

@@ -6,11 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
-from fmdconv.cli.train import int_at_least, report_errors
+from fmdconv.cli.train import add_device_argument, int_at_least, report_errors
 from fmdconv.data import build_loader
 from fmdconv.profiling import measure_speed
 from fmdconv.train.recipe import PRECISIONS
-from fmdconv.train.trainer import build_split, evaluate, input_size, load_trained_model, resolve_device
+from fmdconv.train.trainer import build_split, evaluate, input_size, load_trained_model
+from fmdconv.utils.devices import resolve_device
 
 LATENCY_WARMUP = 5
 
@@ -89,7 +90,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--batch-size", type=int_at_least(1), help="evaluation batch size (default: the recipe's)"
     )
     parser.add_argument("--precision", choices=PRECISIONS, help="arithmetic (default: the recipe's)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    add_device_argument(parser)
     parser.add_argument(
         "--latency-batch-size",
         type=int_at_least(1),

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from fmdconv.cli.train import add_device_argument, int_at_least
 from fmdconv.models import KERNEL_MIXTURES, METHODS, create_model, list_models, method_options
 from fmdconv.profiling import MODES, ModelProfile, SpeedResult, measure_speed, profile
 
@@ -79,20 +80,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(default: fmd)",
     )
     parser.add_argument(
-        "--kernel-num", type=int, default=4, help="kernels per dynamic convolution (default 4)"
+        "--kernel-num", type=int_at_least(1), default=4, help="kernels per dynamic convolution (default 4)"
     )
     parser.add_argument("--input-size", type=input_size, default=(224, 224), help="224 or HxW (default 224)")
-    parser.add_argument("--in-chans", type=int, default=3, help="input channels (default 3)")
-    parser.add_argument("--num-classes", type=int, default=1000, help="classifier outputs (default 1000)")
+    parser.add_argument("--in-chans", type=int_at_least(1), default=3, help="input channels (default 3)")
+    parser.add_argument(
+        "--num-classes", type=int_at_least(1), default=1000, help="classifier outputs (default 1000)"
+    )
     parser.add_argument("--width", type=float, default=1.0, help="MobileNetV2 width multiplier (default 1.0)")
     parser.add_argument("--stem", choices=("imagenet", "cifar"), default="imagenet", help="default imagenet")
     parser.add_argument("--no-speed", action="store_true", help="count only, do not time")
     parser.add_argument("--mode", choices=MODES, default="inference", help="what to time (default inference)")
-    parser.add_argument("--batch-size", type=int, default=1, help="batch size for timing (default 1)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed iterations (default 3)")
-    parser.add_argument("--repeats", type=int, default=10, help="timed iterations (default 10)")
+    parser.add_argument(
+        "--batch-size", type=int_at_least(1), default=1, help="batch size for timing (default 1)"
+    )
+    parser.add_argument("--warmup", type=int_at_least(0), default=3, help="untimed iterations (default 3)")
+    parser.add_argument("--repeats", type=int_at_least(1), default=10, help="timed iterations (default 10)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for timing (default: torch's)")
-    parser.add_argument("--device", default="cpu", help="device for timing (default cpu)")
+    add_device_argument(parser, default="cpu")
     parser.add_argument("--layers", action="store_true", help="also print the per-layer table (one model)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.set_defaults(run=run)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from fmdconv.data import DatasetFormatError, DatasetNotFoundError
 from fmdconv.train.checkpoint import LAST_CHECKPOINT, load_checkpoint
 from fmdconv.train.recipe import Recipe, load_recipe, packaged_recipes, recipe_field_types
 from fmdconv.train.trainer import train
+from fmdconv.utils.devices import resolve_device
 
 DEFAULT_RECIPE = "fashion_mnist"
 EXIT_USAGE = 2
@@ -46,15 +48,67 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def add_recipe_arguments(parser: argparse.ArgumentParser, exclude: Sequence[str] = ()) -> None:
+def number_at_least(minimum: float) -> Callable[[str], float]:
+    """A flag parser for numbers >= ``minimum``."""
+
+    def parse(text: str) -> float:
+        value = float(text)
+        if not value >= minimum:
+            raise argparse.ArgumentTypeError(f"must be a number >= {minimum:g}, got {text}")
+        return value
+
+    parse.__name__ = "number"  # argparse names the type in its error messages
+    return parse
+
+
+def device_name(text: str) -> str:
+    """A flag parser for ``--device``: a device this machine has (``auto``: CUDA if available)."""
+    try:
+        resolve_device(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def _writable_place(path: Path) -> None:
+    """Raise ArgumentTypeError unless ``path`` (a folder, existing or to be created) can be written in."""
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a file, not a folder")
+    existing = next(folder for folder in (path, *path.parents) if folder.exists())
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"cannot create {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write in {existing} (permission denied)")
+
+
+def output_folder(text: str) -> Path:
+    """A flag parser for an output folder: a folder, or a place where one can be created."""
+    path = Path(text).expanduser()
+    _writable_place(path)
+    return path
+
+
+def output_file(text: str) -> Path:
+    """A flag parser for an output file: not a folder, in a folder that exists or can be created."""
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a folder; give a file name")
+    _writable_place(path.parent)
+    return path
+
+
+def add_recipe_arguments(
+    parser: argparse.ArgumentParser, exclude: Sequence[str] = (), resumable: bool = False
+) -> None:
     """Add ``--recipe`` and one flag per recipe setting (except ``exclude``) to ``parser``.
 
     Flags that are not given leave the recipe's value; settings that may be None accept ``none``.
+    ``resumable``: the command has ``--resume``, which ``--recipe`` excludes.
     """
     parser.add_argument(
         "--recipe",
-        help=f"packaged recipe ({', '.join(packaged_recipes())}) or a JSON file (default: {DEFAULT_RECIPE}; "
-        "not with --resume)",
+        help=f"packaged recipe ({', '.join(packaged_recipes())}) or a JSON file (default: {DEFAULT_RECIPE}"
+        + ("; not with --resume)" if resumable else ")"),
     )
     group = parser.add_argument_group("recipe settings (override the recipe's values)")
     fields = {f.name: f for f in Recipe.__dataclass_fields__.values()}
@@ -91,7 +145,7 @@ def report_errors(run: Callable[[argparse.Namespace], int]) -> Callable[[argpars
     def guarded(args: argparse.Namespace) -> int:
         try:
             return run(args)
-        except (DatasetNotFoundError, DatasetFormatError, FileNotFoundError, FloatingPointError) as error:
+        except (DatasetNotFoundError, DatasetFormatError, OSError, FloatingPointError) as error:
             print(f"fmdconv {args.command}: error: {error}", file=sys.stderr)
             return EXIT_FAILURE
         except ValueError as error:
@@ -102,6 +156,16 @@ def report_errors(run: Callable[[argparse.Namespace], int]) -> Callable[[argpars
             return 130
 
     return guarded
+
+
+def add_device_argument(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    """Add ``--device``, checked at parse time against the devices this machine has."""
+    parser.add_argument(
+        "--device",
+        type=device_name,
+        default=default,
+        help="cpu, cuda, cuda:1, ... (default: " + (default or "cuda if available") + ")",
+    )
 
 
 def default_out_dir(recipe: Recipe) -> Path:
@@ -116,9 +180,9 @@ def _resumed_run(args: argparse.Namespace) -> tuple[Recipe, Path]:
         )
     if args.resume is True and not args.out:
         raise ValueError("--resume needs --out (the run's folder) or a checkpoint path")
-    checkpoint = Path(args.out) / LAST_CHECKPOINT if args.resume is True else args.resume
+    checkpoint = args.out / LAST_CHECKPOINT if args.resume is True else args.resume
     saved = Recipe.from_dict(load_checkpoint(checkpoint)["recipe"])
-    return saved.replace(**recipe_overrides(args)), Path(args.out) if args.out else checkpoint.parent
+    return saved.replace(**recipe_overrides(args)), args.out or checkpoint.parent
 
 
 @report_errors
@@ -127,7 +191,7 @@ def run_train(args: argparse.Namespace) -> int:
         recipe, out_dir = _resumed_run(args)
     else:
         recipe = recipe_from_args(args)
-        out_dir = Path(args.out) if args.out else default_out_dir(recipe)
+        out_dir = args.out or default_out_dir(recipe)
     result = train(
         recipe,
         out_dir,
@@ -155,8 +219,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Several processes: torchrun --nproc-per-node N -m fmdconv train ..."
         ),
     )
-    add_recipe_arguments(parser)
-    parser.add_argument("--out", help="output folder (default: runs/<dataset>-<model>-<conv>)")
+    add_recipe_arguments(parser, resumable=True)
+    parser.add_argument(
+        "--out", type=output_folder, help="output folder (default: runs/<dataset>-<model>-<conv>)"
+    )
     parser.add_argument(
         "--resume",
         nargs="?",
@@ -167,7 +233,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="continue the run in --out from its last.pt, or from CHECKPOINT, with the checkpoint's recipe "
         "(only --epochs, --data-dir and --num-workers may be changed)",
     )
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    add_device_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="draw no progress bars")
     parser.add_argument("--no-tensorboard", action="store_true", help="write no TensorBoard event files")
     parser.set_defaults(run=run_train)

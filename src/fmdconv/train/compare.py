@@ -15,7 +15,8 @@ epoch is the mean measured wall time of the training part of each epoch (evaluat
 latency is the median wall time of one forward pass of a batch of ``latency_batch_size`` images in
 eval mode, per image; IES = (s per epoch) / top-1 and RCS = top-1 / (s per epoch), as
 :mod:`fmdconv.metrics` defines them. Every file is written atomically. Runs already in ``out_dir``
-are resumed (finished ones are reused), so an interrupted comparison continues where it stopped.
+are resumed (finished ones are reused), so an interrupted comparison continues where it stopped; a
+run there of another recipe (other than ``data_dir`` and ``num_workers``) is refused, never mixed in.
 """
 
 from __future__ import annotations
@@ -35,9 +36,11 @@ import torch
 from fmdconv.metrics import ies, rcs
 from fmdconv.models import METHODS, method_options
 from fmdconv.profiling import measure_speed, profile
-from fmdconv.train.checkpoint import LAST_CHECKPOINT, write_text_atomic
-from fmdconv.train.recipe import Recipe
-from fmdconv.train.trainer import input_size, load_trained_model, resolve_device, train
+from fmdconv.train.checkpoint import LAST_CHECKPOINT, load_checkpoint
+from fmdconv.train.recipe import Recipe, recipe_differences
+from fmdconv.train.trainer import input_size, load_trained_model, train
+from fmdconv.utils.devices import resolve_device
+from fmdconv.utils.io import write_text_atomic
 from fmdconv.viz import plot_scores, plot_speed_accuracy
 
 METHOD_LABELS = {
@@ -105,6 +108,25 @@ class MethodResult:
             "ies": self.ies,
             "rcs": self.rcs,
         }
+
+
+# Settings a reused run may differ in: where the data is and how it is loaded change no result.
+REUSABLE_DIFFERENCES = ("data_dir", "num_workers")
+
+
+def check_reusable(run_dir: Path, recipe: Recipe) -> None:
+    """Raise a ValueError saying what differs if ``run_dir`` holds a run of another recipe than ``recipe``."""
+    checkpoint = run_dir / LAST_CHECKPOINT
+    if not checkpoint.exists():
+        return
+    saved = Recipe.from_dict(load_checkpoint(checkpoint)["recipe"])
+    differences = recipe_differences(saved, recipe, ignore=REUSABLE_DIFFERENCES)
+    if differences:
+        listed = "; ".join(f"{name} {old!r} there, {new!r} now" for name, (old, new) in differences.items())
+        raise ValueError(
+            f"{run_dir} holds a run of another recipe ({listed}): a report must not mix them; "
+            "choose another --out, or delete that run to train it again"
+        )
 
 
 def check_methods(methods: tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -271,7 +293,8 @@ def compare(
     Args:
         recipe: the shared settings; its ``conv`` and ``attention`` are ignored.
         out_dir: report folder; the runs go to ``out_dir/runs/<method>/``. Runs already there are
-            resumed (finished ones reused); one with a different recipe raises a ValueError.
+            resumed (finished ones reused) if their recipe is the method's up to ``data_dir`` and
+            ``num_workers``; any other difference (``epochs`` included) raises a ValueError naming it.
         methods: names of :data:`~fmdconv.models.METHODS` (conv kinds, or the feature attentions
             ``se``, ``cbam``, ``eca`` on the static backbone) to compare, in the order of the table.
         device: where to train and time (default: CUDA if available).
@@ -291,6 +314,8 @@ def compare(
         raise ValueError(f"latency_batch_size must be an int >= 1; got {latency_batch_size!r}")
     out_dir = Path(out_dir)
     torch_device = resolve_device(device)
+    for method in methods:
+        check_reusable(out_dir / "runs" / method, method_recipe_of(recipe, method))
     start = time.perf_counter()
     results = []
     for index, method in enumerate(methods, 1):

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -48,7 +49,7 @@ class Recipe:
     stem: str = _setting("imagenet", f"backbone stem: {', '.join(STEMS)}")
     dropout: float = _setting(0.0, "dropout probability before the classifier")
     dataset: str = _setting("fashion_mnist", "dataset name (see fmdconv.data.DATASETS)")
-    data_dir: str | None = _setting(None, "folder holding the dataset (None: its default place)")
+    data_dir: str | None = _setting(None, "folder holding the dataset, ~ expanded (None: its default place)")
     image_size: int | None = _setting(None, "training/eval image size (None: the dataset's own)")
     subset: int | None = _setting(None, "train on the first N training images only")
     test_subset: int | None = _setting(None, "evaluate on the first N test images only")
@@ -114,8 +115,9 @@ class Recipe:
         for name in ("weight_decay", "warmup_epochs", "temperature_warm_epochs"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0; got {getattr(self, name)!r}")
-        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
-            raise ValueError(f"clip_grad_norm must be > 0 or None; got {self.clip_grad_norm!r}")
+        for name in ("clip_grad_norm", "gate_temperature_start", "kernel_temperature_start"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0 or None; got {getattr(self, name)!r}")
         if not 0 < self.gamma <= 1:
             raise ValueError(f"gamma must be in (0, 1]; got {self.gamma!r}")
         integers = all(isinstance(m, int) and not isinstance(m, bool) for m in self.milestones)
@@ -148,6 +150,17 @@ class Recipe:
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def recipe_differences(
+    first: Recipe, second: Recipe, ignore: Sequence[str] = ()
+) -> dict[str, tuple[Any, Any]]:
+    """The settings (except ``ignore``) on which two recipes differ: name -> (first's, second's value)."""
+    return {
+        name: (getattr(first, name), getattr(second, name))
+        for name in Recipe.field_names()
+        if name not in ignore and getattr(first, name) != getattr(second, name)
+    }
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:

@@ -41,12 +41,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from fmdconv.data import build_dataset, build_loader, dataset_info
-from fmdconv.layers import TemperatureScheduler
+from fmdconv.layers import TemperatureScheduler, disabled_attentions, restore_disabled_attentions
 from fmdconv.models import create_model
 from fmdconv.train.checkpoint import (
     BEST_CHECKPOINT,
     LAST_CHECKPOINT,
-    copy_atomic,
     load_checkpoint,
     rng_state,
     save_checkpoint,
@@ -54,7 +53,9 @@ from fmdconv.train.checkpoint import (
 )
 from fmdconv.train.logging import MetricsLogger
 from fmdconv.train.progress import ProgressBar
-from fmdconv.train.recipe import PRECISIONS, Recipe
+from fmdconv.train.recipe import PRECISIONS, Recipe, recipe_differences
+from fmdconv.utils.devices import resolve_device
+from fmdconv.utils.io import copy_atomic
 
 STEP_RECORDS_PER_EPOCH = 10
 # Settings a resumed run may change: where the data is, how it is loaded, and how long to train.
@@ -170,16 +171,6 @@ def init_distributed(device: torch.device) -> DistributedContext:
     return DistributedContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def resolve_device(device: str | torch.device | None, local_rank: int = 0) -> torch.device:
-    """``None`` or ``"auto"``: CUDA if available, else CPU; a bare ``"cuda"`` gets the process's GPU."""
-    if device is None or device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank)
-    return device
-
-
 def check_precision(device: torch.device, precision: str) -> None:
     """Raise a ValueError if ``precision`` is unknown or cannot run on ``device`` (fp16 needs CUDA)."""
     if precision not in PRECISIONS:
@@ -228,12 +219,14 @@ def build_model(recipe: Recipe) -> nn.Module:
 def load_trained_model(
     path: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, Recipe, dict[str, Any]]:
-    """The model saved in checkpoint ``path`` (in eval mode, temperatures included), its recipe and
-    the whole checkpoint."""
+    """The model saved in checkpoint ``path`` (in eval mode, with its temperatures and any attentions
+    switched off in training), its recipe and the whole checkpoint."""
+    device = resolve_device(device)
     checkpoint = load_checkpoint(path, map_location=device)
     recipe = Recipe.from_dict(checkpoint["recipe"])
     model = build_model(recipe)
     model.load_state_dict(checkpoint["model"])
+    restore_disabled_attentions(model, checkpoint.get("disabled_attentions", {}))
     return model.to(device).eval(), recipe, checkpoint
 
 
@@ -409,15 +402,17 @@ class Trainer:
     def _resumed_recipe(checkpoint: dict[str, Any], requested: Recipe) -> Recipe:
         """The checkpoint's recipe, with the changes a resumed run allows taken from ``requested``."""
         saved = Recipe.from_dict(checkpoint["recipe"])
-        changed = [
-            name
-            for name in Recipe.field_names()
-            if name not in RESUMABLE_OVERRIDES and getattr(saved, name) != getattr(requested, name)
-        ]
+        if requested.epochs < checkpoint["epoch"]:
+            raise ValueError(
+                f"cannot resume with epochs={requested.epochs}: the checkpoint has already trained "
+                f"{checkpoint['epoch']} epochs; give --epochs {checkpoint['epoch']} or more, or train a new "
+                "run in another --out"
+            )
+        changed = recipe_differences(saved, requested, ignore=RESUMABLE_OVERRIDES)
         if changed:
             raise ValueError(
                 f"cannot resume with different {', '.join(changed)} (the checkpoint's recipe has "
-                + ", ".join(f"{name}={getattr(saved, name)!r}" for name in changed)
+                + ", ".join(f"{name}={value!r}" for name, (value, _) in changed.items())
                 + f"); only {', '.join(RESUMABLE_OVERRIDES)} may change"
             )
         return saved.replace(**{name: getattr(requested, name) for name in RESUMABLE_OVERRIDES})
@@ -435,6 +430,7 @@ class Trainer:
 
     def _restore(self, checkpoint: dict[str, Any]) -> None:
         self.model.load_state_dict(checkpoint["model"])
+        restore_disabled_attentions(self.model, checkpoint.get("disabled_attentions", {}))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.temperature.load_state_dict(checkpoint["temperature"])
         if checkpoint.get("grad_scaler"):
@@ -454,6 +450,7 @@ class Trainer:
     def _checkpoint_state(self) -> dict[str, Any]:
         return {
             "model": unwrap(self.model).state_dict(),
+            "disabled_attentions": disabled_attentions(unwrap(self.model)),
             "optimizer": self.optimizer.state_dict(),
             "temperature": self.temperature.state_dict(),
             "grad_scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
@@ -479,7 +476,7 @@ class Trainer:
             f"epoch {self.epoch + 1}/{recipe.epochs}",
             enabled=self.progress and self.context.is_main,
         )
-        record_every = max(1, len(loader) // STEP_RECORDS_PER_EPOCH)
+        iterations = len(loader)
         sums = [0.0, 0.0, 0.0]  # loss, top-1 hits, images (this process)
         start = time.perf_counter()
         for step, (images, labels) in enumerate(self._batches(loader), 1):
@@ -507,7 +504,11 @@ class Trainer:
             bar.update(
                 labels.numel() * self.context.world_size, loss=sums[0] / sums[2], acc=sums[1] / sums[2]
             )
-            if step % record_every == 0:
+            # Evenly spaced, ending at the epoch's last step: exactly min(STEP_RECORDS_PER_EPOCH, steps).
+            if (
+                step * STEP_RECORDS_PER_EPOCH // iterations
+                > (step - 1) * STEP_RECORDS_PER_EPOCH // iterations
+            ):
                 self.logger.log(
                     {
                         "kind": "step",
