@@ -12,8 +12,7 @@ def resolve_device(device: str | torch.device | None, local_rank: int = 0) -> to
     (``local_rank``).
 
     Raises:
-        ValueError: ``device`` is not a device name, or names a CUDA/MPS device this machine lacks
-            (the message says which devices there are).
+        ValueError: ``device`` is not a device name, or names a CUDA/MPS device this machine lacks.
     """
     if device is None or device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -21,14 +20,15 @@ def resolve_device(device: str | torch.device | None, local_rank: int = 0) -> to
         resolved = torch.device(device)
     except (RuntimeError, TypeError):
         raise ValueError(f"device must be cpu, cuda, cuda:N or auto; got {device!r}") from None
+    name = str(device)
     if resolved.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise ValueError(f"device {str(device)!r}: CUDA is not available on this machine; use cpu")
+            raise ValueError(f"device {name!r} is not available: no CUDA device on this machine")
         if resolved.index is None:
             resolved = torch.device("cuda", local_rank)
         if resolved.index >= count:
-            raise ValueError(f"device {str(resolved)!r}: this machine has {count} CUDA device(s)")
+            raise ValueError(f"device {name!r} is not available: this machine has {count} CUDA device(s)")
     elif resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {str(device)!r}: MPS is not available on this machine; use cpu")
+        raise ValueError(f"device {name!r} is not available: no MPS device on this machine")
     return resolved
