@@ -54,7 +54,9 @@ def test_ablated_attentions_are_saved_and_every_loader_gets_them(tmp_path: Path,
     assert report["loss"] == pytest.approx(final["test_loss"], rel=1e-5)
     # A resumed run keeps them too (the ablation sets them again; a plain resume must not lose them).
     trainer = Trainer(TINY_MOBILENET.replace(epochs=2), Path(result.run_dir), resume=True, progress=False)
-    assert all(layer.disabled_attentions == {"input", "output", "spatial"} for layer in dynamic_layers(trainer.model))
+    assert all(
+        layer.disabled_attentions == {"input", "output", "spatial"} for layer in dynamic_layers(trainer.model)
+    )
     trainer.logger.close()
 
 
