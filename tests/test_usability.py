@@ -15,6 +15,7 @@ from fmdconv.cli import build_parser, main
 from fmdconv.data import CIFAR10, DatasetNotFoundError, FashionMNIST, build_dataset
 from fmdconv.explain.ablation import ablate
 from fmdconv.layers import dynamic_layers
+from fmdconv.models import METHODS, create_model, method_options
 from fmdconv.train.checkpoint import load_checkpoint
 from fmdconv.train.logging import METRICS_FILE, read_metrics
 from fmdconv.train.recipe import Recipe
@@ -115,7 +116,7 @@ def test_an_unknown_device_name_is_named(capsys) -> None:
     [
         (
             ["profile", "--model", "resnet18", "--conv", "static:4"],
-            "a static convolution has no kernel number",
+            "static mixes no kernels: 'static:4' takes no :N",
         ),
         (
             ["profile", "--model", "resnet18", "--num-classes", "0"],
@@ -172,3 +173,12 @@ def test_only_commands_with_resume_mention_it() -> None:
     assert "--resume" in subcommands["train"].format_help()
     for name in ("compare", "ablate"):
         assert "--resume" not in subcommands[name].format_help(), name
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_an_empty_batch_through_every_model(method: str) -> None:
+    models = ["resnet18"] + (["mobilenet_v2"] if method not in ("se", "cbam", "eca") else [])
+    for name in models:
+        model = create_model(name, **method_options(method), width=0.25, num_classes=10, kernel_num=2)
+        for training in (True, False):
+            assert model.train(training)(torch.randn(0, 3, 32, 32)).shape == (0, 10), (name, training)
