@@ -25,7 +25,7 @@ from fmdconv import (
     set_formulation,
     set_temperature,
 )
-from fmdconv.layers.formulations import choose_formulation
+from fmdconv.layers.formulations import FORMULATIONS, choose_formulation
 from reference import reference_forward
 
 METHODS = (CondConv2d, DyConv2d, ODConv2d, FMDConv2d)
@@ -436,7 +436,7 @@ def test_an_empty_batch_gives_an_empty_output_in_every_formulation(cls):
     expected = nn.Conv2d(8, 16, 3, stride=2, padding=1)(torch.randn(0, 8, 7, 7)).shape
     for training in (True, False):
         layer.train(training)
-        for formulation in formulations_for(layer):
+        for formulation in [*formulations_for(layer), "triton"]:
             layer.formulation = formulation
             assert layer(torch.randn(0, 8, 7, 7)).shape == expected == (0, 16, 4, 4), formulation
 
@@ -444,7 +444,7 @@ def test_an_empty_batch_gives_an_empty_output_in_every_formulation(cls):
 @pytest.mark.parametrize("cls", METHODS)
 def test_a_map_smaller_than_the_kernel_is_named_in_every_formulation(cls):
     layer = cls(8, 8, 3, padding=1, dilation=3, kernel_num=2)  # 7x7 extent, 2 padded: at least 5x5
-    for formulation in formulations_for(layer):
+    for formulation in [*formulations_for(layer), "triton"]:
         layer.formulation = formulation
         with pytest.raises(ValueError, match=rf"{cls.__name__}: .* at least 5x5 \(H x W\), got 4x6"):
             layer(torch.randn(2, 8, 4, 6))
@@ -454,7 +454,7 @@ def test_a_map_smaller_than_the_kernel_is_named_in_every_formulation(cls):
 def test_formulation_is_checked_on_assignment():
     layer = FMDConv2d(8, 8, 3)
     with pytest.raises(
-        ValueError, match=r"FMDConv2d\.formulation must be one of auto, grouped, mixed, matmul; got 'bogus'"
+        ValueError, match=rf"FMDConv2d\.formulation must be one of {', '.join(FORMULATIONS)}; got 'bogus'"
     ):
         layer.formulation = "bogus"
     with pytest.raises(ValueError, match="not exact for ODConv2d"):

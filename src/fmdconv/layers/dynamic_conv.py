@@ -280,8 +280,8 @@ class DynamicConv2d(nn.Module):
 
     @property
     def formulation(self) -> str:
-        """How the layer computes its convolution: ``"auto"`` or one of ``"grouped"``, ``"mixed"``,
-        ``"matmul"`` (see :mod:`fmdconv.layers.formulations`); checked on assignment."""
+        """How the layer computes its convolution: ``"auto"`` or another name of
+        :data:`~fmdconv.layers.formulations.FORMULATIONS`; checked on assignment."""
         return self._formulation
 
     @formulation.setter
