@@ -2,6 +2,11 @@
 
 y_b = output_b * ( conv(input_b * x_b, sum_i kernel_b,i * (spatial_b * W_i)) + sum_i kernel_b,i * bias_i ),
 with a missing attention counting as 1; padding and padding modes come from nn.Conv2d itself.
+
+The attentions are computed here too, from the layer's parameters and SPEC section 1, and not taken
+from ``layer.attentions()``: a gate is sigmoid(head(relu(bn(fc(mean(x))))) / T), the kernel attention
+softmax(z / tau) (CondConv: sigmoid(z), no temperature), where z comes from the gate trunk (ODConv),
+the kernel MLP fc2(relu(fc1(mean(x)))) (DyConv, FMDConv) or CondConv's routing fc(mean(x)).
 """
 
 from __future__ import annotations
@@ -12,8 +17,48 @@ from torch import Tensor, nn
 from fmdconv.layers import DynamicConv2d
 
 
+def _trunk_hidden(layer: DynamicConv2d, pooled: Tensor) -> Tensor:
+    """relu(bn(fc(pooled))): batch statistics in training (biased variance), running ones otherwise
+    and at batch size 1 (where a single vector has no batch statistics)."""
+    trunk = layer.gate
+    hidden = pooled @ trunk.fc.weight.T
+    bn = trunk.bn
+    if layer.training and pooled.shape[0] > 1:
+        mean, var = hidden.mean(0), hidden.var(0, unbiased=False)
+    else:
+        mean, var = bn.running_mean, bn.running_var
+    return torch.relu((hidden - mean) / torch.sqrt(var + bn.eps) * bn.weight + bn.bias)
+
+
+def reference_attentions(
+    layer: DynamicConv2d, x: Tensor, kernel_attention: Tensor | None = None
+) -> dict[str, Tensor]:
+    """The attentions of ``layer`` for a batch ``x``, from the formula (see the module docstring)."""
+    pooled = x.mean((2, 3))
+    attentions: dict[str, Tensor] = {}
+    if layer.gate is not None:
+        hidden = _trunk_hidden(layer, pooled)
+        for name, head in layer.gate.heads.items():
+            logits = hidden @ head.weight.T + head.bias
+            if name == "kernel":
+                attentions[name] = torch.softmax(logits / layer.kernel_temperature, dim=1)
+            else:
+                attentions[name] = torch.sigmoid(logits / layer.gate_temperature)
+    path = layer.kernel_path
+    if kernel_attention is not None:
+        attentions["kernel"] = kernel_attention
+    elif path is not None and hasattr(path, "fc1"):
+        logits = torch.relu(pooled @ path.fc1.weight.T) @ path.fc2.weight.T + path.fc2.bias
+        attentions["kernel"] = torch.softmax(logits / layer.kernel_temperature, dim=1)
+    elif path is not None:
+        attentions["kernel"] = torch.sigmoid(pooled @ path.fc.weight.T + path.fc.bias)
+    if "spatial" in attentions:
+        attentions["spatial"] = attentions["spatial"].view(-1, *layer.kernel_size)
+    return {name: a for name, a in attentions.items() if name not in layer.disabled_attentions}
+
+
 def reference_forward(layer: DynamicConv2d, x: Tensor, kernel_attention: Tensor | None = None) -> Tensor:
-    attentions = layer.attentions(x, kernel_attention)
+    attentions = reference_attentions(layer, x, kernel_attention)
     static = nn.Conv2d(
         layer.in_channels,
         layer.out_channels,

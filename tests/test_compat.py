@@ -160,8 +160,9 @@ LAYER_CASES = [
 
 @pytest.mark.parametrize("source", ["odconv", "fmdconv", "dyconv"])
 @pytest.mark.parametrize(("c_in", "c_out", "k", "stride", "groups", "n"), LAYER_CASES)
+@pytest.mark.parametrize("temperatures", ["default", "annealing"])
 def test_single_layer_loads_strictly_and_matches_authors_forward(
-    source: str, c_in: int, c_out: int, k: int, stride: int, groups: int, n: int
+    source: str, c_in: int, c_out: int, k: int, stride: int, groups: int, n: int, temperatures: str
 ) -> None:
     authors = AuthorsDynamicConv(source, c_in, c_out, k, stride, groups, n)
     randomise(authors)
@@ -170,7 +171,12 @@ def test_single_layer_loads_strictly_and_matches_authors_forward(
     layer = create_conv2d(
         KIND_OF_SOURCE[source], c_in, c_out, k, stride, (k - 1) // 2, groups=groups, kernel_num=n
     )
-    layer.load_state_dict(convert_state_dict(state, source), strict=True)
+    given: dict[str, float] = {}
+    if temperatures == "annealing":  # mid-schedule values, set on both sides (ODConv: one T for all)
+        gate, kernel = {"odconv": (2.5, 2.5), "fmdconv": (2.5, 0.6), "dyconv": (None, 0.6)}[source]
+        authors.temperature, authors.kernel_temperature = gate or kernel, kernel
+        given = {"kernel_temperature": kernel} | ({} if gate is None else {"gate_temperature": gate})
+    layer.load_state_dict(convert_state_dict(state, source, **given), strict=True)
     layer.eval()
     x = torch.randn(3, c_in, 9, 9)
     with torch.no_grad():

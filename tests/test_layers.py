@@ -26,7 +26,7 @@ from fmdconv import (
     set_temperature,
 )
 from fmdconv.layers.formulations import FORMULATIONS, choose_formulation
-from reference import reference_forward
+from reference import reference_attentions, reference_forward
 
 METHODS = (CondConv2d, DyConv2d, ODConv2d, FMDConv2d)
 TOLERANCE = {"atol": 2e-5, "rtol": 1e-4}
@@ -143,6 +143,24 @@ def test_gradcheck_float64(method):
             ),
             tuple(p.detach().clone().requires_grad_() for p in params),
         ), formulation
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("training", [True, False])
+def test_attentions_follow_the_formula_at_temperatures_other_than_one(method, training):
+    # sigmoid(head(relu(bn(fc(mean(x))))) / T) and softmax(z / tau), computed in reference.py from the
+    # layer's parameters; T and tau far from 1 so that a dropped division shows.
+    layer = randomise(method(6, 8, 3, padding=1, kernel_num=3)).train(training)
+    if layer.gate is not None:  # running statistics that differ from the batch's
+        layer.gate.bn.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(4, 6, 5, 5)
+    for gate, kernel in ((3.0, 0.4), (0.5, 5.0)):
+        set_temperature(layer, gate=gate, kernel=kernel)
+        expected = reference_attentions(layer, x)
+        actual = layer.attentions(x)
+        assert actual.keys() == expected.keys() == set(layer.available_attentions)
+        for name in expected:
+            torch.testing.assert_close(actual[name], expected[name], msg=lambda m, n=name: f"{n}: {m}")
 
 
 def test_attention_shapes_and_heads_per_method():
