@@ -25,7 +25,12 @@ from fmdconv import (
     set_formulation,
     set_temperature,
 )
-from fmdconv.layers.formulations import FORMULATIONS, choose_formulation
+from fmdconv.layers.formulations import (
+    FORMULATIONS,
+    MIXED_MAX_EXTRA_PIXELS,
+    _fold_choices,
+    choose_formulation,
+)
 from reference import reference_attentions, reference_forward
 
 METHODS = (CondConv2d, DyConv2d, ODConv2d, FMDConv2d)
@@ -161,6 +166,69 @@ def test_attentions_follow_the_formula_at_temperatures_other_than_one(method, tr
         assert actual.keys() == expected.keys() == set(layer.available_attentions)
         for name in expected:
             torch.testing.assert_close(actual[name], expected[name], msg=lambda m, n=name: f"{n}: {m}")
+
+
+# Geometries on both sides of every threshold of formulations.py, for n = 4 kernels: (C_in, C_out,
+# kernel, stride, groups, side), then what an FMDConv layer does there at batch 3 -- whether the
+# grouped/matmul formulations fold the input and output attentions into the kernel (kernel elements
+# below the map's elements) and what "auto" picks ("mixed" while 3 * output pixels <= 150; "matmul"
+# for 1x1 kernels or maps with fewer pixels than C_out / groups; "grouped" otherwise) -- and at batch 1.
+GRADIENT_GEOMETRIES = {
+    "fold-both-grouped": ((4, 4, 3, 1, 1, 8), (True, True), "grouped", "grouped"),
+    "fold-both-mixed": ((4, 4, 3, 1, 1, 7), (True, True), "mixed", "grouped"),
+    "fold-input-only": ((4, 4, 3, 2, 1, 8), (True, False), "mixed", "grouped"),
+    "fold-output-only": ((2, 16, 3, 1, 1, 6), (False, True), "mixed", "grouped"),
+    "fold-none-matmul": ((8, 16, 3, 1, 1, 3), (False, False), "mixed", "matmul"),
+    "grouped-channels": ((4, 4, 3, 1, 2, 8), (True, True), "grouped", "grouped"),
+    "pointwise": ((4, 6, 1, 1, 1, 8), (True, True), "matmul", "matmul"),
+}
+
+
+def gradients(layer: DynamicConv2d, output: torch.Tensor, x: torch.Tensor, probe: torch.Tensor) -> dict:
+    """d(sum(output * probe)) with respect to the input and every parameter, by name."""
+    names, parameters = zip(*layer.named_parameters(), strict=True)
+    grads = torch.autograd.grad((output * probe).sum(), (x, *parameters))
+    return dict(zip(("input", *names), grads, strict=True))
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("geometry", GRADIENT_GEOMETRIES)
+def test_every_formulation_has_the_references_gradients_in_training(method, geometry):
+    # Training mode: the gate trunk's BatchNorm uses batch statistics (running ones at batch 1),
+    # so its parameters' gradients flow through the batch mean and variance.
+    (c_in, c_out, k, stride, groups, side), folds, auto_batched, auto_single = GRADIENT_GEOMETRIES[geometry]
+    # A kernel MLP of a few channels has 1-2 hidden units, all of which a ReLU may silence: widen it.
+    wide = {"hidden_extra": 8} if method.spec.kernel_source == "mlp" else {}
+    layer = randomise(
+        method(c_in, c_out, k, stride, k // 2, groups=groups, kernel_num=4, dtype=torch.float64, **wide)
+    ).train()
+    fmd = FMDConv2d(c_in, c_out, k, stride=stride, padding=k // 2, groups=groups, kernel_num=4)
+    x = torch.randn(3, c_in, side, side)
+    assert _fold_choices(fmd.attentions(x), fmd.weight, x, fmd._geometry, True) == folds
+    assert (choice(fmd, (3, c_in, side, side)), choice(fmd, (1, c_in, side, side))) == (
+        auto_batched,
+        auto_single,
+    )
+    assert 3 * 7 * 7 <= MIXED_MAX_EXTRA_PIXELS < 3 * 8 * 8  # the sides 7 and 8 straddle the mixed rule
+    for batch in (3, 1):
+        # Per-sample channel offsets, so that pooled inputs, and so the attentions, vary widely.
+        x = torch.randn(batch, c_in, side, side, dtype=torch.float64) + torch.randn(batch, c_in, 1, 1)
+        x.requires_grad_()
+        expected_output = reference_forward(layer, x)
+        probe = torch.randn_like(expected_output)
+        expected = gradients(layer, expected_output, x, probe)
+        assert [name for name, g in expected.items() if not g.abs().max() > 0] == []  # all exercised
+        for fold, formulation in itertools.product((True, False), formulations_for(layer)):
+            layer.fold_attentions, layer.formulation = fold, formulation
+            actual = gradients(layer, layer(x), x, probe)
+            for name, grad in expected.items():
+                torch.testing.assert_close(
+                    actual[name],
+                    grad,
+                    rtol=1e-7,
+                    atol=1e-10,
+                    msg=lambda m, c=(batch, fold, formulation, name): f"batch, fold, formulation, {c}: {m}",
+                )
 
 
 def test_attention_shapes_and_heads_per_method():
