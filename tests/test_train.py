@@ -302,3 +302,61 @@ def test_clip_grad_norm_bounds_every_step(tmp_path: Path) -> None:
     assert 0 < moved.norm() <= ITERS_PER_EPOCH * clip * (1 + 1e-4)
     with pytest.raises(ValueError, match=r"clip_grad_norm must be > 0 or None; got 0\.0"):
         TINY.replace(clip_grad_norm=0.0)
+
+
+def test_evaluate_on_known_logits() -> None:
+    # The "model" passes its input through, so the logits are the images; 7 classes, batches of 4.
+    logits = torch.tensor(
+        [
+            [9.0, 8, 7, 6, 5, 4, 3],  # label 0: rank 1
+            [9.0, 8, 7, 6, 5, 4, 3],  # label 1: rank 2
+            [3.0, 4, 5, 6, 7, 8, 9],  # label 2: rank 5
+            [3.0, 4, 5, 6, 7, 8, 9],  # label 1: rank 6
+            [0.0, 0, 0, 0, 0, 0, 2],  # label 6: rank 1
+            [1.0, 2, 3, 4, 5, 6, 7],  # label 0: rank 7
+        ]
+    )
+    labels = torch.tensor([0, 1, 2, 1, 6, 0])
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(logits, labels), batch_size=4)
+    result = trainer_module.evaluate(torch.nn.Identity(), loader, torch.device("cpu"), progress=False)
+    assert (result.top1, result.top5, result.images) == (2 / 6, 4 / 6, 6)
+    log_softmax = [
+        row[label] - math.log(sum(math.exp(v) for v in row))
+        for row, label in zip(logits.tolist(), labels.tolist(), strict=True)
+    ]
+    assert result.loss == pytest.approx(-sum(log_softmax) / 6)
+
+
+def test_training_loss_is_label_smoothed_cross_entropy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    smoothing = 0.2
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []  # (logits, labels) of each training step
+    batches, build_model = Trainer._batches, trainer_module.build_model
+
+    def recording_batches(self: Trainer, loader: object) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for images, labels in batches(self, loader):
+            seen.append((torch.empty(0), labels))
+            yield images, labels
+
+    def recording_build_model(recipe: Recipe) -> torch.nn.Module:
+        model = build_model(recipe)
+
+        def keep_logits(module: torch.nn.Module, inputs: object, output: torch.Tensor) -> None:
+            if module.training:
+                seen[-1] = (output.detach().clone(), seen[-1][1])
+
+        model.register_forward_hook(keep_logits)
+        return model
+
+    monkeypatch.setattr(Trainer, "_batches", recording_batches)
+    monkeypatch.setattr(trainer_module, "build_model", recording_build_model)
+    recipe = TINY.replace(conv="static", epochs=1, label_smoothing=smoothing, test_subset=32)
+    train(recipe, tmp_path, progress=False, tensorboard=False)
+    losses = [r["loss"] for r in read_metrics(tmp_path / METRICS_FILE) if r["kind"] == "step"]
+    assert len(losses) == len(seen) == ITERS_PER_EPOCH
+    for loss, (logits, labels) in zip(losses, seen, strict=True):
+        # (1 - e) * -log p[label] + e * mean over the classes of -log p[c]
+        log_p = logits.double().log_softmax(1)
+        expected = (1 - smoothing) * -log_p.gather(1, labels[:, None]).mean() + smoothing * -log_p.mean()
+        assert loss == pytest.approx(expected.item(), rel=1e-5)

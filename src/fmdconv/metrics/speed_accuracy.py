@@ -131,6 +131,16 @@ def top_k_accuracy(
     Raises:
         ValueError: on wrong shapes, non-integer or out-of-range targets, or a ``k`` < 1.
     """
+    hits = top_k_hits(logits, targets, ks)
+    return {k: count / logits.shape[0] for k, count in hits.items()}
+
+
+def top_k_hits(logits: torch.Tensor, targets: torch.Tensor, ks: Iterable[int] = (1, 5)) -> dict[int, int]:
+    """Number of samples whose target class is among the ``k`` highest scores, for each ``k``.
+
+    The counts behind :func:`top_k_accuracy` (same arguments and errors), for callers that sum them
+    over batches or processes.
+    """
     ks = tuple(ks)
     if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
         raise ValueError(f"ks must be a non-empty sequence of integers >= 1; got {ks!r}")
@@ -147,4 +157,4 @@ def top_k_accuracy(
         raise ValueError(f"targets must be class indices in [0, {num_classes}); got {targets.tolist()}")
     top_classes = logits.topk(min(max(ks), num_classes), dim=1).indices
     hits = top_classes == targets.to(top_classes.device).unsqueeze(1)
-    return {k: hits[:, :k].any(dim=1).double().mean().item() for k in ks}
+    return {k: int(hits[:, :k].any(dim=1).sum()) for k in ks}

@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from fmdconv.data import build_dataset, build_loader, dataset_info
 from fmdconv.layers import TemperatureScheduler, disabled_attentions, restore_disabled_attentions
+from fmdconv.metrics import top_k_hits
 from fmdconv.models import create_model
 from fmdconv.train.checkpoint import (
     BEST_CHECKPOINT,
@@ -283,12 +284,11 @@ def evaluate(
         with autocast(device, precision):
             logits = model(images)
         logits = logits.float()
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        hits = top == labels.unsqueeze(1)
+        hits = top_k_hits(logits, labels, (1, 5))
         batch = [
             float(F.cross_entropy(logits, labels, reduction="sum")),
-            float(hits[:, :1].sum()),
-            float(hits.any(dim=1).sum()),
+            float(hits[1]),
+            float(hits[5]),
             float(labels.numel()),
         ]
         sums = [total + value for total, value in zip(sums, batch, strict=True)]
