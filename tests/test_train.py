@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -360,3 +361,35 @@ def test_training_loss_is_label_smoothed_cross_entropy(
         log_p = logits.double().log_softmax(1)
         expected = (1 - smoothing) * -log_p.gather(1, labels[:, None]).mean() + smoothing * -log_p.mean()
         assert loss == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_best_checkpoint_holds_the_epoch_with_the_best_test_top1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Test top-1 0.5, 0.7, 0.7, 0.6: epoch 2 is best (a tie does not replace it); best.pt must hold
+    # epoch 2's model, and last.pt epoch 4's.
+    scripted = iter([0.5, 0.7, 0.7, 0.6])
+    evaluate = trainer_module.evaluate
+
+    def scripted_evaluate(*args: object, **kwargs: object) -> trainer_module.EvalResult:
+        return dataclasses.replace(evaluate(*args, **kwargs), top1=next(scripted))
+
+    monkeypatch.setattr(trainer_module, "evaluate", scripted_evaluate)
+    trainer = Trainer(TINY.replace(conv="static", epochs=4), tmp_path, progress=False, tensorboard=False)
+    weights_after: list[dict[str, torch.Tensor]] = []
+    train_epoch = trainer._train_epoch
+
+    def recording_train_epoch() -> dict[str, object]:
+        record = train_epoch()
+        weights_after.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
+        return record
+
+    monkeypatch.setattr(trainer, "_train_epoch", recording_train_epoch)
+    result = trainer.run()
+    assert (result.best_epoch, result.best_top1) == (2, 0.7)
+    best, last = load_checkpoint(tmp_path / "best.pt"), load_checkpoint(tmp_path / "last.pt")
+    assert (best["epoch"], best["best_epoch"], best["best_top1"]) == (2, 2, 0.7)
+    assert (last["epoch"], last["best_epoch"]) == (4, 2)
+    for name, tensor in best["model"].items():
+        assert torch.equal(tensor, weights_after[1][name]), name
+    assert not all(torch.equal(t, weights_after[3][n]) for n, t in best["model"].items())
