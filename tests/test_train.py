@@ -393,3 +393,33 @@ def test_best_checkpoint_holds_the_epoch_with_the_best_test_top1(
     for name, tensor in best["model"].items():
         assert torch.equal(tensor, weights_after[1][name]), name
     assert not all(torch.equal(t, weights_after[3][n]) for n, t in best["model"].items())
+
+
+def test_command_line_error_exits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flags = ["--dataset", "synthetic", "--model", "resnet18", "--width", "0.125", "--stem", "imagenet"]
+    flags += ["--image-size", "16", "--subset", "64", "--test-subset", "32", "--batch-size", "32"]
+    flags += ["--epochs", "1", "--conv", "static", "--no-progress", "--no-tensorboard"]
+    out = tmp_path / "run"
+    assert main(["train", *flags, "--out", str(out)]) == 0
+    capsys.readouterr()
+
+    def exits(argv: list[str], code: int, message: str) -> None:
+        assert main(argv) == code, argv
+        assert message in capsys.readouterr().err, argv
+
+    exits(["train", "--out", str(out), "--resume", "--recipe", "cifar"], 2, "--recipe cannot be combined")
+    exits(["train", "--resume"], 2, "--resume needs --out")
+    exits(["train", *flags, "--lr", "1e30", "--out", str(tmp_path / "nan")], 1, "the training loss became nan")
+    exits(["cam", str(out / "last.pt"), "--from-dataset", "-1"], 2, "--from-dataset must be >= 0; got -1")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes((out / "last.pt").read_bytes()[:1000])
+    exits(["eval", str(corrupt), "--no-progress"], 2, "is not a readable checkpoint")
+
+    def interrupted(self: Trainer, loader: object) -> Iterator[object]:
+        raise KeyboardInterrupt  # Ctrl-C
+        yield
+
+    monkeypatch.setattr(Trainer, "_batches", interrupted)
+    exits(["train", *flags, "--out", str(tmp_path / "stopped")], 130, "fmdconv train: interrupted")
