@@ -411,7 +411,8 @@ def test_command_line_error_exits(
 
     exits(["train", "--out", str(out), "--resume", "--recipe", "cifar"], 2, "--recipe cannot be combined")
     exits(["train", "--resume"], 2, "--resume needs --out")
-    exits(["train", *flags, "--lr", "1e30", "--out", str(tmp_path / "nan")], 1, "the training loss became nan")
+    nan = tmp_path / "nan"
+    exits(["train", *flags, "--lr", "1e30", "--out", str(nan)], 1, "the training loss became nan")
     exits(["cam", str(out / "last.pt"), "--from-dataset", "-1"], 2, "--from-dataset must be >= 0; got -1")
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes((out / "last.pt").read_bytes()[:1000])
