@@ -21,3 +21,19 @@ def pytest_configure(config):
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def saved_figures(monkeypatch):
+    """Every matplotlib figure that fmdconv.viz writes during the test, in order (they are still saved)."""
+    from fmdconv.viz import plots
+
+    figures = []
+    save = plots._save
+
+    def recording_save(figure, out):
+        figures.append(figure)
+        return save(figure, out)
+
+    monkeypatch.setattr(plots, "_save", recording_save)
+    return figures

@@ -5,12 +5,12 @@ import argparse
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
 from fmdconv.cli import cam as cam_command
 from fmdconv.explain import (
-    GradCAMPlusPlus,
     attention_state,
     default_target_layer,
     explain_attentions,
@@ -45,6 +45,39 @@ def tiny_model(conv: type[nn.Module] = FMDConv2d) -> nn.Sequential:
     )
     set_temperature(model, gate=1.0, kernel=1.0)  # sharp attentions, so the variants differ
     return model
+
+
+def grad_cam_plus_plus(model: nn.Module, layer: nn.Module, images: torch.Tensor, targets: torch.Tensor):
+    """Grad-CAM++ written out (Chattopadhay et al. 2018, the exp-score closed form), in eval mode:
+    alpha = g^2 / (2 g^2 + g^3 sum(A)), w = sum(alpha relu(g)), relu(sum_k w_k A_k), bilinear
+    upsampling, min-max normalisation per image."""
+    captured: list[torch.Tensor] = []
+    handle = layer.register_forward_hook(lambda module, inputs, output: captured.append(output))
+    was_training = model.training
+    try:
+        logits = model.eval()(images)
+    finally:
+        handle.remove()
+        model.train(was_training)
+    (activations,) = captured
+    (g,) = torch.autograd.grad(logits[torch.arange(len(targets)), targets].sum(), activations)
+    a = activations.detach()
+    denominator = 2 * g**2 + g**3 * a.sum((2, 3), keepdim=True)
+    alpha = torch.where(denominator != 0, g**2 / torch.where(denominator != 0, denominator, 1), 0)
+    weights = (alpha * g.clamp(min=0)).sum((2, 3))
+    cam = (weights[:, :, None, None] * a).sum(1).clamp(min=0)
+    cam = F.interpolate(cam[:, None], size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    low, high = cam.amin((1, 2), keepdim=True), cam.amax((1, 2), keepdim=True)
+    return torch.where(high > low, (cam - low) / (high - low).clamp(min=1e-12), 0)
+
+
+def figure_grid(figure) -> tuple[int, int]:
+    """(rows, columns) of a figure's subplot grid, checking that every cell holds one axes."""
+    shapes = {axes.get_subplotspec().get_geometry()[:2] for axes in figure.axes}
+    assert len(shapes) == 1
+    rows, columns = shapes.pop()
+    assert len(figure.axes) == rows * columns
+    return rows, columns
 
 
 def disabled(model: nn.Module) -> list[set[str]]:
@@ -88,8 +121,8 @@ def test_each_variant_is_gradcam_with_only_that_attention_and_the_state_comes_ba
     assert float(result.cams.min()) >= 0 and float(result.cams.max()) <= 1
 
     def reference(**enabled: bool) -> torch.Tensor:
-        with attention_state(model, **enabled), GradCAMPlusPlus(model, model[2]) as cam:
-            return cam(IMAGES, result.targets)
+        with attention_state(model, **enabled):
+            return grad_cam_plus_plus(model, model[2], IMAGES, result.targets)
 
     everything = {"input": True, "kernel": True, "output": True}
     with attention_state(model, **everything), torch.no_grad():
@@ -117,14 +150,21 @@ def test_state_comes_back_after_an_error_and_attention_subsets_are_checked() -> 
     assert result.targets.tolist() == [1, 1, 1]
 
 
-def test_grid_png_has_the_original_and_one_column_per_variant(tmp_path) -> None:
+def test_grid_png_has_the_original_and_one_column_per_variant(tmp_path, saved_figures) -> None:
     result = explain_attentions(tiny_model(), IMAGES)
-    out = save_attention_grid(
-        result, torch.rand(3, 3, 12, 12), ["a", "b", "c"], tmp_path / "grid.png", display_size=48
-    )
+    pictures = torch.rand(3, 3, 12, 12)
+    out = save_attention_grid(result, pictures, ["a", "b", "c"], tmp_path / "grid.png", display_size=48)
     with Image.open(out) as image:
-        width, height = image.size
-    assert image.format == "PNG" and width > height  # 5 columns, 3 rows
+        assert image.format == "PNG"
+    (figure,) = saved_figures
+    assert figure_grid(figure) == (3, 5)  # one row per image: the original, then 4 variants
+    titles = [axes.get_title() for axes in figure.axes[:5]]
+    assert titles == ["Original", "Input attention", "Kernel attention", "Output attention", "All attentions"]
+    assert [figure.axes[5 * row].get_ylabel() for row in range(3)] == ["a", "b", "c"]
+    originals = [torch.from_numpy(figure.axes[5 * row].get_images()[0].get_array().data) for row in range(3)]
+    for shown, picture in zip(originals, pictures, strict=True):  # drawn enlarged to 48 x 48
+        assert shown.shape == (48, 48, 3)
+        torch.testing.assert_close(shown.mean(), picture.mean(), atol=0.02, rtol=0)
     with pytest.raises(ValueError, match=r"pictures must have shape \(3, C, 12, 12\)"):
         save_attention_grid(result, torch.rand(2, 3, 12, 12), ["a", "b"], tmp_path / "bad.png")
     with pytest.raises(ValueError, match="display_size"):
@@ -172,7 +212,9 @@ def cam_main(argv: list[str]) -> int:
     return args.run(args)
 
 
-def test_cam_command_draws_files_and_dataset_images_from_a_checkpoint(tmp_path, capsys) -> None:
+def test_cam_command_draws_files_and_dataset_images_from_a_checkpoint(
+    tmp_path, capsys, saved_figures
+) -> None:
     recipe = Recipe(model="mobilenet_v2", width=0.25, stem="cifar", dataset="synthetic", image_size=32)
     checkpoint = tmp_path / "best.pt"
     save_checkpoint(checkpoint, {"model": build_model(recipe).state_dict(), "recipe": recipe.to_dict()})
@@ -187,9 +229,8 @@ def test_cam_command_draws_files_and_dataset_images_from_a_checkpoint(tmp_path, 
         "layer features.18 (2x2 maps, the last dynamic block with maps larger than 1x1), columns input, "
         "kernel, output, all" in capsys.readouterr().err
     )
-    with Image.open(out) as grid:
-        width, height = grid.size
-    assert width > height  # 5 columns, 3 rows
+    (figure,) = saved_figures
+    assert figure_grid(figure) == (3, 5)  # the file and 2 dataset images; the original and 4 variants
     assert (
         cam_main(["cam", str(checkpoint), "--from-dataset", "1", "--layer", "head", "--out", str(out)]) == 2
     )

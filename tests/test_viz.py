@@ -66,17 +66,38 @@ def assert_single_png(folder: Path, path: Path) -> None:
         image.verify()
 
 
+def grid_shape(figure: Figure) -> tuple[int, int]:
+    """(rows, columns) of the figure's subplot grid, checking that every cell holds one axes."""
+    shapes = {axes.get_subplotspec().get_geometry()[:2] for axes in figure.axes}
+    assert len(shapes) == 1
+    rows, columns = shapes.pop()
+    assert len(figure.axes) == rows * columns
+    return rows, columns
+
+
 @pytest.mark.parametrize("x", ["time", "macs"])
-def test_plot_speed_accuracy_writes_a_png(tmp_path: Path, x: str) -> None:
+def test_plot_speed_accuracy_writes_a_png(tmp_path: Path, x: str, saved_figures: list[Figure]) -> None:
     out = tmp_path / f"speed_accuracy_{x}.png"
     assert plot_speed_accuracy(METHODS, out, x=x) == out
     assert_single_png(tmp_path, out)
+    (axes,) = saved_figures[0].axes
+    points = [tuple(collection.get_offsets()[0]) for collection in axes.collections]
+    assert points == [(row[x], row["top1"]) for row in METHODS]
+    assert [text.get_text() for text in axes.get_legend().get_texts()] == [row["method"] for row in METHODS]
+    assert axes.get_ylabel() == "Top-1 accuracy"
+    assert axes.get_xlabel() == ("MACs per image" if x == "macs" else "Time (s/epoch)")
 
 
-def test_plot_scores_writes_a_png(tmp_path: Path) -> None:
+def test_plot_scores_writes_a_png(tmp_path: Path, saved_figures: list[Figure]) -> None:
     out = tmp_path / "scores.png"
     assert plot_scores(METHODS, out=str(out)) == out
     assert_single_png(tmp_path, out)
+    ies, rcs = saved_figures[0].axes
+    for axes, key in ((ies, "ies"), (rcs, "rcs")):
+        assert [bar.get_height() for bar in axes.patches] == [row[key] for row in METHODS]
+        assert [label.get_text() for label in axes.get_xticklabels()] == [row["method"] for row in METHODS]
+    assert ies.get_ylabel() == "IES = time / top-1 (s/epoch)"
+    assert rcs.get_ylabel() == "RCS = top-1 / time ((s/epoch)⁻¹)"
 
 
 @pytest.mark.parametrize(
@@ -86,20 +107,39 @@ def test_plot_scores_writes_a_png(tmp_path: Path) -> None:
         [{"schedule": name, "top1": 0.77, "top5": 0.94} for name in ("linear", "step", "constant")],
     ],
 )
-def test_plot_ablation_writes_a_png_for_numeric_and_named_factors(tmp_path: Path, rows) -> None:
+def test_plot_ablation_writes_a_png_for_numeric_and_named_factors(
+    tmp_path: Path, rows, saved_figures: list[Figure]
+) -> None:
     factor = next(iter(rows[0]))
     out = tmp_path / "ablation.png"
     assert plot_ablation(rows, factor, out, factor_label=f"Initial {factor}") == out
     assert_single_png(tmp_path, out)
+    # Numeric factors sorted and placed to scale; named ones in their order, evenly spaced.
+    numeric = isinstance(rows[0][factor], int)
+    ordered = sorted(rows, key=lambda row: row[factor]) if numeric else rows
+    positions = [row[factor] for row in ordered] if numeric else list(range(len(rows)))
+    for axes, key in zip(saved_figures[0].axes, ("top1", "top5"), strict=True):
+        (line,) = axes.get_lines()
+        assert list(line.get_xdata()) == positions
+        assert list(line.get_ydata()) == [row[key] for row in ordered]
+        assert [label.get_text() for label in axes.get_xticklabels()] == [str(row[factor]) for row in ordered]
+        assert axes.get_xlabel() == f"Initial {factor}"
 
 
-def test_save_image_grid_writes_a_png(tmp_path: Path) -> None:
+def test_save_image_grid_writes_a_png(tmp_path: Path, saved_figures: list[Figure]) -> None:
     torch.manual_seed(0)
     columns = ["Original", "Input att.", "Kernel att.", "Output att.", "All"]
     images = [[torch.rand(3, 12, 12) for _ in columns], [torch.rand(1, 8, 10) for _ in columns]]
     out = tmp_path / "nested" / "grid.png"
     assert save_image_grid(images, ["cat", "dog"], columns, out) == out
     assert_single_png(out.parent, out)
+    (figure,) = saved_figures
+    assert grid_shape(figure) == (2, 5)
+    assert [axes.get_title() for axes in figure.axes[:5]] == columns
+    assert [figure.axes[0].get_ylabel(), figure.axes[5].get_ylabel()] == ["cat", "dog"]
+    for axes, image in zip(figure.axes, [image for row in images for image in row], strict=True):
+        shown = torch.from_numpy(axes.get_images()[0].get_array().data)
+        torch.testing.assert_close(shown, image.expand(3, -1, -1).permute(1, 2, 0))  # grey drawn as RGB
 
 
 def test_existing_file_is_replaced_whole(tmp_path: Path) -> None:
