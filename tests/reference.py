@@ -14,7 +14,23 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from fmdconv.layers import DynamicConv2d
+from fmdconv.layers import DynamicConv2d, set_temperature
+
+
+def randomise(layer: nn.Module, gate: float = 1.5, kernel: float = 0.7) -> nn.Module:
+    """Non-trivial attention weights and biases and moderate temperatures in every dynamic layer of
+    ``layer``, so that every attention varies across samples (an untrained layer at its initial
+    temperature of about 30 has nearly constant attentions, which hide per-sample errors)."""
+    layers = [m for m in layer.modules() if isinstance(m, DynamicConv2d)]
+    with torch.no_grad():
+        for dynamic in layers:
+            for parameter in dynamic.parameters():
+                if parameter.dim() <= 2 and parameter is not dynamic.weight:
+                    parameter.normal_(0, 0.5)
+            if dynamic.bias is not None:
+                dynamic.bias.normal_()
+    set_temperature(layer, gate=gate, kernel=kernel)
+    return layer
 
 
 def _trunk_hidden(layer: DynamicConv2d, pooled: Tensor) -> Tensor:

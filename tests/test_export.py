@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from fmdconv import CondConv2d, DyConv2d, FMDConv2d, ODConv2d
+from reference import randomise
 
 onnxruntime = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -18,14 +19,17 @@ METHODS = (CondConv2d, DyConv2d, ODConv2d, FMDConv2d)
 
 
 def small_net(method: type) -> nn.Module:
-    return nn.Sequential(
+    """Three dynamic layers with randomised attention weights at temperature 1, so that attentions
+    vary across samples and a per-sample error would show."""
+    model = nn.Sequential(
         method(3, 8, 3, padding=1),
         nn.BatchNorm2d(8),
         nn.ReLU(),
         method(8, 8, 3, stride=2, padding=1, groups=2),
         method(8, 16, 1),
         nn.AdaptiveAvgPool2d(1),
-    ).eval()
+    )
+    return randomise(model, gate=1.0, kernel=1.0).eval()
 
 
 @pytest.mark.parametrize("method", METHODS)

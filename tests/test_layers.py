@@ -31,7 +31,7 @@ from fmdconv.layers.formulations import (
     _fold_choices,
     choose_formulation,
 )
-from reference import reference_attentions, reference_forward
+from reference import randomise, reference_attentions, reference_forward
 
 METHODS = (CondConv2d, DyConv2d, ODConv2d, FMDConv2d)
 TOLERANCE = {"atol": 2e-5, "rtol": 1e-4}
@@ -42,18 +42,6 @@ def formulations_for(layer: DynamicConv2d) -> list[str]:
     if "spatial" not in layer.available_attentions:
         names.append("mixed")
     return names
-
-
-def randomise(layer: DynamicConv2d) -> DynamicConv2d:
-    """Non-trivial biases and moderate temperatures, so every attention varies across samples."""
-    with torch.no_grad():
-        for parameter in layer.parameters():
-            if parameter.dim() <= 2 and parameter is not layer.weight:
-                parameter.normal_(0, 0.5)
-        if layer.bias is not None:
-            layer.bias.normal_()
-    set_temperature(layer, gate=1.5, kernel=0.7)
-    return layer
 
 
 def assert_matches_reference(
