@@ -224,11 +224,31 @@ def test_checkpoints_are_written_atomically(tmp_path: Path, monkeypatch: pytest.
         load_checkpoint(path)
 
 
-def test_bf16_mixed_precision_trains_on_cpu(tmp_path: Path) -> None:
+def test_bf16_mixed_precision_trains_on_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The output dtype of the first dynamic layer and of the classifier in each training and
+    # evaluation forward pass: bfloat16 only if autocast is on.
+    dtypes: list[tuple[bool, torch.dtype, torch.dtype]] = []
+    build_model = trainer_module.build_model
+
+    def recording_build_model(recipe: Recipe) -> torch.nn.Module:
+        model = build_model(recipe)
+        seen: dict[str, torch.dtype] = {}
+        dynamic_layers(model)[0].register_forward_hook(lambda m, i, output: seen.update(conv=output.dtype))
+        model.fc.register_forward_hook(
+            lambda m, i, output: dtypes.append((m.training, seen["conv"], output.dtype))
+        )
+        return model
+
+    monkeypatch.setattr(trainer_module, "build_model", recording_build_model)
     result = train(
         TINY.replace(conv="fmd", precision="bf16", epochs=1), tmp_path, progress=False, tensorboard=False
     )
     assert math.isfinite(result.final["train_loss"])
+    assert {(training, conv, fc) for training, conv, fc in dtypes} == {
+        (True, torch.bfloat16, torch.bfloat16),
+        (False, torch.bfloat16, torch.bfloat16),
+    }
+    assert len(dtypes) == ITERS_PER_EPOCH + 2  # 4 training steps, 64 test images in batches of 32
     with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
         train(TINY.replace(precision="fp16"), tmp_path / "fp16", device="cpu")
 
