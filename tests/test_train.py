@@ -240,9 +240,8 @@ def test_bf16_mixed_precision_trains_on_cpu(tmp_path: Path, monkeypatch: pytest.
         return model
 
     monkeypatch.setattr(trainer_module, "build_model", recording_build_model)
-    result = train(
-        TINY.replace(conv="fmd", precision="bf16", epochs=1), tmp_path, progress=False, tensorboard=False
-    )
+    recipe = TINY.replace(conv="fmd", precision="bf16", epochs=1)
+    result = train(recipe, tmp_path, progress=False, tensorboard=False)
     assert math.isfinite(result.final["train_loss"])
     assert {(training, conv, fc) for training, conv, fc in dtypes} == {
         (True, torch.bfloat16, torch.bfloat16),
