@@ -215,6 +215,33 @@ def _output_and_bias(
     return mixed_bias, output
 
 
+def _computes_in_bf16_on_cpu(x: Tensor) -> bool:
+    """Whether ``F.conv2d`` on ``x`` runs in bfloat16 on the CPU (bf16 input, or CPU autocast to bf16)."""
+    if x.device.type != "cpu":
+        return False
+    if torch.is_autocast_enabled("cpu") and x.is_floating_point():
+        return torch.get_autocast_dtype("cpu") == torch.bfloat16
+    return x.dtype == torch.bfloat16
+
+
+def _conv2d(x: Tensor, weight: Tensor, geometry: ConvGeometry, groups: int) -> Tensor:
+    """``F.conv2d(x, weight)`` with the geometry's stride, padding and dilation and ``groups`` groups.
+
+    Works around a oneDNN bug (v3.12.0, in torch 2.13.0+cpu): in bf16, when the output is one pixel
+    wide, its backward-weights kernels (``brgconv_bwd_w`` on AMX, ``jit_bf16`` on AVX-512) read the
+    weight gradient of the taps on the left/right zero padding from uninitialised memory: wrong,
+    often NaN, varying from call to call (forward and input gradient are right; docs/training.md).
+    Padding such an input with ``F.pad`` first is the same convolution with no padding for the
+    kernel to mishandle; the copy is of a map one output pixel wide.
+    """
+    g = geometry
+    padding = g.padding
+    if padding != (0, 0) and _computes_in_bf16_on_cpu(x) and g.output_size(*x.shape[-2:])[1] == 1:
+        x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
+        padding = (0, 0)
+    return F.conv2d(x, weight, None, g.stride, padding, g.dilation, groups)
+
+
 def conv_grouped(
     x: Tensor, weight: Tensor, bias: Tensor | None, attentions: dict[str, Tensor], geometry: ConvGeometry
 ) -> Tensor:
@@ -227,18 +254,11 @@ def conv_grouped(
     x = geometry.pad(x)
     g = geometry
     if kernel.dim() == 4:
-        y = F.conv2d(x, kernel, None, g.stride, g.padding, g.dilation, g.groups)
+        y = _conv2d(x, kernel, g, g.groups)
     else:
         batch = x.shape[0]
-        y = F.conv2d(
-            x.reshape(1, -1, *x.shape[-2:]),
-            kernel.reshape(-1, *kernel.shape[2:]),
-            None,
-            g.stride,
-            g.padding,
-            g.dilation,
-            g.groups * batch,
-        )
+        folded = x.reshape(1, -1, *x.shape[-2:])
+        y = _conv2d(folded, kernel.reshape(-1, *kernel.shape[2:]), g, g.groups * batch)
         y = y.view(batch, -1, *y.shape[-2:])
     mixed_bias, output = _output_and_bias(attentions, bias, fold_output)
     return _finish(y, mixed_bias, output)
@@ -256,13 +276,13 @@ def conv_mixed(
     x = g.pad(scale_channels(x, attentions.get("input")))
     kernel, output = attentions.get("kernel"), attentions.get("output")
     if n == 1 or kernel is None:
-        y = F.conv2d(x, weight.sum(0) if n > 1 else weight[0], None, g.stride, g.padding, g.dilation, groups)
+        y = _conv2d(x, weight.sum(0) if n > 1 else weight[0], g, groups)
         if kernel is not None:
             y = y * kernel.view(-1, 1, 1, 1)
         return _finish(y, _mixed_bias(bias, kernel), output)
     # Output channels ordered (group, kernel, channel-in-group) so each group sees only its inputs.
     stacked = weight.view(n, groups, out_channels // groups, *weight.shape[2:]).transpose(0, 1)
-    y_all = F.conv2d(x, stacked.reshape(-1, *weight.shape[2:]), None, g.stride, g.padding, g.dilation, groups)
+    y_all = _conv2d(x, stacked.reshape(-1, *weight.shape[2:]), g, groups)
     batch, _, out_h, out_w = y_all.shape
     coefficients = kernel[:, None, None, :].expand(batch, groups, 1, n).reshape(batch * groups, 1, n)
     y = torch.bmm(coefficients, y_all.reshape(batch * groups, n, -1)).view(batch, out_channels, out_h, out_w)
