@@ -21,7 +21,7 @@ from fmdconv.layers.feature_attention import (
     SqueezeExcitation,
     create_feature_attention,
 )
-from fmdconv.layers.formulations import FORMULATIONS
+from fmdconv.layers.formulations import FORMULATIONS, clear_benchmark_cache, set_benchmark
 from fmdconv.layers.methods import CondConv2d, DyConv2d, FMDConv2d, ODConv2d
 from fmdconv.layers.temperature import (
     ConstantTemperature,
@@ -56,6 +56,7 @@ __all__ = [
     "SqueezeExcitation",
     "StepTemperature",
     "TemperatureScheduler",
+    "clear_benchmark_cache",
     "conv_type",
     "create_conv2d",
     "create_feature_attention",
@@ -64,6 +65,7 @@ __all__ = [
     "paper_schedules",
     "restore_disabled_attentions",
     "set_attentions",
+    "set_benchmark",
     "set_formulation",
     "set_temperature",
 ]

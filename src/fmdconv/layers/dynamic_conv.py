@@ -25,8 +25,8 @@ from fmdconv.layers.formulations import (
     CONVOLUTIONS,
     FORMULATIONS,
     ConvGeometry,
-    choose_formulation,
     scale_channels,
+    select_formulation,
 )
 from fmdconv.layers.helpers import PADDING_MODES, IntPair, PaddingArg, resolve_padding, to_pair
 
@@ -91,8 +91,9 @@ class DynamicConv2d(nn.Module):
     Attributes:
         weight: the n static kernels, (n, C_out, C_in/groups, kh, kw).
         bias: per-kernel biases (n, C_out), or None.
-        formulation: ``"auto"`` (the cheapest exact one per call) or one of ``"grouped"``,
-            ``"mixed"``, ``"matmul"``, ``"triton"`` (see :mod:`fmdconv.layers.formulations`).
+        formulation: ``"auto"`` (the cheapest exact one per call: measured once per call signature
+            where benchmarking is on, else the hand rule) or one of ``"grouped"``, ``"mixed"``,
+            ``"matmul"``, ``"triton"`` (see :mod:`fmdconv.layers.formulations`).
         fold_attentions: True (default) lets a formulation fold the input and output attentions
             into per-sample kernels where that touches less memory; False scales the feature maps
             with them, as the authors' code does (the speed benchmark's naive baseline).
@@ -416,20 +417,15 @@ class DynamicConv2d(nn.Module):
         if x.shape[0] == 0:  # an empty batch gives an empty output, as nn.Conv2d does
             return x.new_empty(0, self.out_channels, *self._geometry.output_size(x.shape[-2], x.shape[-1]))
         attentions = self._attentions(x, kernel_attention)
+        on_maps: dict[str, Tensor] = {}
+        if not self.fold_attentions:
+            on_maps = {name: attentions.pop(name) for name in ("input", "output") if name in attentions}
+            x = scale_channels(x, on_maps.get("input"))
         formulation = self.formulation
         if formulation == "auto":
-            formulation = choose_formulation(
-                attentions, self.kernel_num, self._geometry, x.shape, self.out_channels
-            )
-        convolution = CONVOLUTIONS[formulation]
-        if self.fold_attentions:
-            y = convolution(x, self.weight, self.bias, attentions, self._geometry)
-        else:
-            on_maps = {name: attentions.pop(name) for name in ("input", "output") if name in attentions}
-            y = convolution(
-                scale_channels(x, on_maps.get("input")), self.weight, self.bias, attentions, self._geometry
-            )
-            y = scale_channels(y, on_maps.get("output"))
+            formulation = select_formulation(x, self.weight, self.bias, attentions, self._geometry, self.training)
+        y = CONVOLUTIONS[formulation](x, self.weight, self.bias, attentions, self._geometry)
+        y = scale_channels(y, on_maps.get("output"))
         return y[0] if unbatched else y
 
     def extra_repr(self) -> str:

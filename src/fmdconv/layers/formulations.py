@@ -26,10 +26,19 @@ from the same attentions; a missing attention counts as 1. They differ only in c
 
 Channel attentions are folded into the per-sample kernel when that touches less memory than
 scaling the feature map, and applied to the feature map otherwise.
+
+``"auto"`` picks one per call. With :data:`benchmark` on (the default on CUDA, see
+:func:`benchmark_enabled`) it times the exact candidates (:func:`candidate_formulations`) once per
+call signature and caches the fastest for the process, as ``torch.backends.cudnn.benchmark`` does;
+otherwise, and while exporting or compiling without a cached choice, the hand rule
+:func:`choose_formulation` decides.
 """
 
 from __future__ import annotations
 
+import statistics
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -38,6 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 Formulation = Literal["grouped", "mixed", "matmul", "triton"]
+Convolution = Callable[[Tensor, Tensor, "Tensor | None", dict[str, Tensor], "ConvGeometry"], Tensor]
 FORMULATIONS: tuple[str, ...] = ("auto", "grouped", "mixed", "matmul", "triton")
 
 # "mixed" runs n convolutions instead of one; it wins while the (n - 1) extra multiply-adds per kernel
@@ -330,4 +340,175 @@ def conv_triton(
     return convolve(x, weight, bias, attentions, geometry)
 
 
-CONVOLUTIONS = {"grouped": conv_grouped, "mixed": conv_mixed, "matmul": conv_matmul, "triton": conv_triton}
+CONVOLUTIONS: dict[str, Convolution] = {
+    "grouped": conv_grouped,
+    "mixed": conv_mixed,
+    "matmul": conv_matmul,
+    "triton": conv_triton,
+}
+
+
+# --- The measured choice ("auto" with benchmarking on) -----------------------------------------------
+
+# Formulations that run only on some inputs (a device, an optional package): name -> whether it can
+# run on this input. A formulation in CONVOLUTIONS without an entry here runs everywhere.
+AVAILABILITY: dict[str, Callable[[Tensor], bool]] = {"triton": _triton_available}
+
+# None: the per-device default of BENCHMARK_BY_DEFAULT; True / False: on / off on every device.
+benchmark: bool | None = None
+# Measured (docs/speed.md, "The measured choice"): on CUDA the hand rule, tuned on a CPU, is up to 20%
+# slower than the best formulation for a whole training step; on the 2-core CPU the rule already picks
+# the fastest formulation almost everywhere and timing the candidates costs seconds per new shape.
+BENCHMARK_BY_DEFAULT: dict[str, bool] = {"cuda": True}
+BENCHMARK_REPEATS = 3
+
+_chosen: dict[tuple[object, ...], str] = {}
+
+
+def set_benchmark(enabled: bool | None) -> None:
+    """Time the candidates for ``"auto"`` (True), use the hand rule (False), or the per-device default (None).
+
+    Like ``torch.backends.cudnn.benchmark``; choices already measured stay cached (see
+    :func:`clear_benchmark_cache`).
+    """
+    global benchmark
+    if enabled is not None and not isinstance(enabled, bool):
+        raise ValueError(f"enabled must be True, False or None, got {enabled!r}")
+    benchmark = enabled
+
+
+def benchmark_enabled(device: torch.device) -> bool:
+    """Whether ``"auto"`` times the candidates on ``device`` (see :data:`benchmark`)."""
+    return BENCHMARK_BY_DEFAULT.get(device.type, False) if benchmark is None else benchmark
+
+
+def clear_benchmark_cache() -> None:
+    """Forget every measured choice (the next call of each signature measures again)."""
+    _chosen.clear()
+
+
+def benchmark_choices() -> dict[tuple[object, ...], str]:
+    """A copy of the measured choices: call signature -> formulation."""
+    return dict(_chosen)
+
+
+def candidate_formulations(attentions: dict[str, Tensor], x: Tensor) -> tuple[str, ...]:
+    """The exact formulations for this call that can run on ``x``: every one in :data:`CONVOLUTIONS`
+    whose :data:`AVAILABILITY` check passes, ``mixed`` only without spatial attention."""
+    return tuple(
+        name
+        for name in CONVOLUTIONS
+        if not (name == "mixed" and "spatial" in attentions) and AVAILABILITY.get(name, _runs_anywhere)(x)
+    )
+
+
+def _runs_anywhere(x: Tensor) -> bool:
+    return True
+
+
+def _signature(
+    x: Tensor, weight: Tensor, bias: Tensor | None, attentions: dict[str, Tensor], geometry: ConvGeometry, training: bool
+) -> tuple[object, ...]:
+    """What the cost of a call depends on: layer, input, dtypes, device, grad mode, autocast, training."""
+    autocast = torch.is_autocast_enabled(x.device.type)
+    return (
+        geometry,
+        tuple(weight.shape),
+        weight.dtype,
+        bias is not None,
+        tuple(sorted(attentions)),
+        tuple(x.shape),
+        x.dtype,
+        x.is_contiguous(),
+        str(x.device),
+        torch.is_grad_enabled(),
+        training,
+        torch.get_autocast_dtype(x.device.type) if autocast else None,
+    )
+
+
+def _capturing(x: Tensor) -> bool:
+    return x.is_cuda and torch.cuda.is_current_stream_capturing()
+
+
+def select_formulation(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    attentions: dict[str, Tensor],
+    geometry: ConvGeometry,
+    training: bool,
+) -> str:
+    """The formulation for ``"auto"``: measured and cached where benchmarking is on, else the rule.
+
+    Never times while exporting (the rule's batch-independent choice), compiling or capturing a
+    CUDA graph (a cached choice if there is one, else the rule).
+    """
+    kernel_num, out_channels = weight.shape[:2]
+    rule = choose_formulation(attentions, kernel_num, geometry, x.shape, out_channels)
+    mixes = "kernel" in attentions and kernel_num > 1
+    if is_exporting() or not benchmark_enabled(x.device) or ("spatial" not in attentions and not mixes):
+        return rule  # the last case: one static convolution plus scalings, nothing can beat it
+    key = _signature(x, weight, bias, attentions, geometry, training)
+    chosen = _chosen.get(key)
+    if chosen is not None:
+        return chosen
+    if torch.compiler.is_compiling() or _capturing(x):
+        return rule
+    times = measure_formulations(x, weight, bias, attentions, geometry, candidate_formulations(attentions, x))
+    chosen = min(times, key=times.__getitem__) if times else rule
+    _chosen[key] = chosen
+    return chosen
+
+
+def measure_formulations(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    attentions: dict[str, Tensor],
+    geometry: ConvGeometry,
+    names: tuple[str, ...],
+    repeats: int = BENCHMARK_REPEATS,
+) -> dict[str, float]:
+    """Median seconds of each formulation in ``names`` for this call: forward, and backward too when
+    grad is enabled and a tensor requires it (a gradient of ones, no random numbers drawn).
+
+    The candidates run on detached copies with the same ``requires_grad`` flags, so no gradient
+    reaches the caller's tensors and no autograd graph is kept; one untimed round warms each up
+    (cuDNN's own autotuning, lazy initialisation), then ``repeats`` rounds interleave them. A
+    candidate that fails (out of memory, a kernel that does not compile) is left out.
+    """
+    def leaf(t: Tensor) -> Tensor:
+        return t.detach().requires_grad_(t.requires_grad and torch.is_grad_enabled())
+
+    x_, weight_ = leaf(x), leaf(weight)
+    bias_ = None if bias is None else leaf(bias)
+    attentions_ = {name: leaf(a) for name, a in attentions.items()}
+    needs_grad = [t for t in (x_, weight_, bias_, *attentions_.values()) if t is not None and t.requires_grad]
+
+    def run(convolution: Convolution) -> float:
+        _synchronize(x.device)
+        start = time.perf_counter()
+        y = convolution(x_, weight_, bias_, attentions_, geometry)
+        if needs_grad:
+            torch.autograd.grad(y, needs_grad, torch.ones_like(y))
+        _synchronize(x.device)
+        return time.perf_counter() - start
+
+    runs: dict[str, Convolution] = {}
+    for name in names:
+        try:
+            run(CONVOLUTIONS[name])
+        except RuntimeError:
+            continue
+        runs[name] = CONVOLUTIONS[name]
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, convolution in runs.items():
+            times[name].append(run(convolution))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
