@@ -423,7 +423,9 @@ class DynamicConv2d(nn.Module):
             x = scale_channels(x, on_maps.get("input"))
         formulation = self.formulation
         if formulation == "auto":
-            formulation = select_formulation(x, self.weight, self.bias, attentions, self._geometry, self.training)
+            formulation = select_formulation(
+                x, self.weight, self.bias, attentions, self._geometry, self.training
+            )
         y = CONVOLUTIONS[formulation](x, self.weight, self.bias, attentions, self._geometry)
         y = scale_channels(y, on_maps.get("output"))
         return y[0] if unbatched else y

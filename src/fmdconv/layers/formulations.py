@@ -407,7 +407,12 @@ def _runs_anywhere(x: Tensor) -> bool:
 
 
 def _signature(
-    x: Tensor, weight: Tensor, bias: Tensor | None, attentions: dict[str, Tensor], geometry: ConvGeometry, training: bool
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    attentions: dict[str, Tensor],
+    geometry: ConvGeometry,
+    training: bool,
 ) -> tuple[object, ...]:
     """What the cost of a call depends on: layer, input, dtypes, device, grad mode, autocast, training."""
     autocast = torch.is_autocast_enabled(x.device.type)
@@ -478,6 +483,7 @@ def measure_formulations(
     (cuDNN's own autotuning, lazy initialisation), then ``repeats`` rounds interleave them. A
     candidate that fails (out of memory, a kernel that does not compile) is left out.
     """
+
     def leaf(t: Tensor) -> Tensor:
         return t.detach().requires_grad_(t.requires_grad and torch.is_grad_enabled())
 
