@@ -7,6 +7,7 @@ Examples::
     fmdconv bench --compile                # eager against torch.compile, written to cpu-compile.*
     fmdconv bench --device cuda --name gpu # the same on a GPU, written to gpu.json / gpu.md
     fmdconv bench --threads 1 --clock cpu --name cpu-1thread  # on a busy shared machine
+    fmdconv bench --gpu --out OUT          # the GPU benchmark (benchmarks/gpu.sh), under 5 minutes
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 
 from fmdconv.cli.train import add_device_argument, number_at_least, output_folder
-from fmdconv.profiling import bench
+from fmdconv.profiling import bench, gpu_bench
 
 DEFAULT_OUT = Path("benchmarks/results")
 
@@ -36,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out", type=output_folder, default=DEFAULT_OUT, help=f"folder (default {DEFAULT_OUT})"
     )
     parser.add_argument("--name", default=None, help="file stem (default: the device type, e.g. cpu)")
-    add_device_argument(parser, default="cpu")
+    add_device_argument(parser, default=None, described="cpu; cuda with --gpu")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     grid = parser.add_mutually_exclusive_group()
     grid.add_argument(
@@ -48,6 +49,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--compile",
         action="store_true",
         help="the static and FMDConv ResNet-18 eager and through torch.compile (default name: cpu-compile)",
+    )
+    grid.add_argument(
+        "--gpu",
+        action="store_true",
+        help="the GPU benchmark: ResNet-18/50 at 224x224, training (fp32, bf16) and inference (batch 1 "
+        "eager and graph-captured, batch 64), every formulation forced and auto; writes gpu.json/gpu.md",
+    )
+    parser.add_argument("--quick", action="store_true", help="with --gpu: ResNet-18 and auto only")
+    parser.add_argument(
+        "--budget",
+        type=number_at_least(0),
+        default=270.0,
+        metavar="SECONDS",
+        help="with --gpu: start no row after this many seconds (default 270)",
     )
     parser.add_argument(
         "--quiet-wait",
@@ -67,6 +82,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.gpu:
+        gpu_bench.run_gpu_benchmark(
+            args.out,
+            device=args.device or "cuda",
+            quick=args.quick,
+            budget_s=args.budget,
+            progress=lambda line: print(line, flush=True),
+        )
+        print(f"wrote {args.out / 'gpu.json'} and {args.out / 'gpu.md'}")
+        return 0
+    if args.quick:
+        print("fmdconv bench: error: --quick applies to --gpu only", file=sys.stderr)
+        return 2
     if args.threads < 1 or (args.clock == "cpu" and args.threads != 1):
         print("fmdconv bench: error: --threads must be >= 1, and 1 with --clock cpu", file=sys.stderr)
         return 2
@@ -74,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     settings = next((grids[flag] for flag in grids if getattr(args, flag)), bench.DEFAULT_SETTINGS)
     results = bench.run_benchmark(
         settings,
-        device=args.device,
+        device=args.device or "cpu",
         threads=args.threads,
         progress=lambda line: print(line, flush=True),
         quiet_wait_s=args.quiet_wait,

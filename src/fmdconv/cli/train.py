@@ -158,13 +158,18 @@ def report_errors(run: Callable[[argparse.Namespace], int]) -> Callable[[argpars
     return guarded
 
 
-def add_device_argument(parser: argparse.ArgumentParser, default: str | None = None) -> None:
-    """Add ``--device``, checked at parse time against the devices this machine has."""
+def add_device_argument(
+    parser: argparse.ArgumentParser, default: str | None = None, described: str | None = None
+) -> None:
+    """Add ``--device``, checked at parse time against the devices this machine has.
+
+    ``described``: what the help calls the default (by default ``default``, or "cuda if available").
+    """
     parser.add_argument(
         "--device",
         type=device_name,
         default=default,
-        help="cpu, cuda, cuda:1, ... (default: " + (default or "cuda if available") + ")",
+        help="cpu, cuda, cuda:1, ... (default: " + (described or default or "cuda if available") + ")",
     )
 
 

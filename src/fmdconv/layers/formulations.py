@@ -398,12 +398,14 @@ def candidate_formulations(attentions: dict[str, Tensor], x: Tensor) -> tuple[st
     return tuple(
         name
         for name in CONVOLUTIONS
-        if not (name == "mixed" and "spatial" in attentions) and AVAILABILITY.get(name, _runs_anywhere)(x)
+        if not (name == "mixed" and "spatial" in attentions) and formulation_available(name, x)
     )
 
 
-def _runs_anywhere(x: Tensor) -> bool:
-    return True
+def formulation_available(name: str, x: Tensor) -> bool:
+    """Whether formulation ``name`` can run on input ``x`` (see :data:`AVAILABILITY`)."""
+    available = AVAILABILITY.get(name)
+    return available is None or available(x)
 
 
 def _signature(
