@@ -2,7 +2,8 @@
 
 Each module of this package that defines ``register(subparsers)`` adds one sub-command; the
 function it registers with ``set_defaults(run=...)`` receives the parsed arguments and returns an
-exit code.
+exit code. The process keeps the memory it frees for reuse (:func:`fmdconv.allocator.keep_freed_memory`):
+a CPU training step then no longer spends as much time in the operating system as in arithmetic.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import importlib
 import pkgutil
 import sys
 from collections.abc import Sequence
+
+from fmdconv.allocator import keep_freed_memory
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     return int(args.run(args) or 0)
 
 
