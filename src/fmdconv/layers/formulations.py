@@ -180,16 +180,17 @@ def _per_sample_kernel(
         mixed = (kernel @ weight.flatten(1)).view(kernel.shape[0], *weight.shape[1:])
     if spatial is not None:
         mixed = mixed * spatial[:, None, None]
-    if fold_output:
-        mixed = mixed * attentions["output"][:, :, None, None, None]
-    if fold_input:
-        scale = attentions["input"]
-        batch = scale.shape[0]
-        in_per_group = weight.shape[2]
-        shaped = mixed.view(
-            -1, groups, out_channels // groups, in_per_group, mixed.shape[-2] * mixed.shape[-1]
-        )
-        mixed = (shaped * scale.view(batch, groups, 1, in_per_group, 1)).reshape(batch, *weight.shape[1:])
+    if fold_input or fold_output:
+        # One product with the (output channel x input channel) scale, B x C_out x C_in/g elements,
+        # instead of one per attention over the whole per-sample kernel (k*k times larger).
+        batch = attentions["output" if fold_output else "input"].shape[0]
+        out_per_group, in_per_group = out_channels // groups, weight.shape[2]
+        scale = attentions["output"].view(batch, groups, out_per_group, 1, 1) if fold_output else None
+        if fold_input:
+            input_scale = attentions["input"].view(batch, groups, 1, in_per_group, 1)
+            scale = input_scale if scale is None else scale * input_scale
+        shaped = mixed.view(-1, groups, out_per_group, in_per_group, mixed.shape[-2] * mixed.shape[-1])
+        mixed = (shaped * scale).reshape(batch, *weight.shape[1:])
     return mixed
 
 
