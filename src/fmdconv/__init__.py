@@ -15,7 +15,7 @@ from fmdconv.layers import __all__ as _layers_all
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("models", "data", "train", "metrics", "profiling", "explain", "viz", "compat")
+_SUBPACKAGES = ("models", "data", "train", "metrics", "profiling", "explain", "viz", "compat", "allocator")
 # Public functions that live in a subpackage: name -> module.
 _LAZY_NAMES: dict[str, str] = {
     "create_model": "fmdconv.models",
