@@ -51,3 +51,25 @@ def test_freed_memory_is_reused_without_page_faults():
 def test_the_users_own_malloc_settings_win(monkeypatch):
     monkeypatch.setenv("MALLOC_TOP_PAD_", "0")
     assert allocator.keep_freed_memory() is False
+
+
+def test_cpu_training_keeps_freed_memory_once_unless_switched_off(monkeypatch):
+    import torch
+
+    from fmdconv import FMDConv2d
+
+    calls = []
+    monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(allocator, "attempted", False)
+    layer = FMDConv2d(8, 8, 3, padding=1)
+    x = torch.randn(2, 8, 5, 5)
+    with torch.no_grad():
+        layer(x)  # inference leaves the allocator alone
+    assert calls == []
+    layer(x)
+    layer(x)
+    assert calls == [1]
+    monkeypatch.setattr(allocator, "attempted", False)
+    monkeypatch.setattr(allocator, "automatic", False)
+    layer(x)
+    assert calls == [1]

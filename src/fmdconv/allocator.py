@@ -10,6 +10,10 @@ effect as the environment variables ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_T
 ``MALLOC_TOP_PAD_`` but without them (``mallopt`` caps the mmap threshold at 32 MiB, so large blocks
 are kept by disabling ``mmap`` for malloc instead). The cost: memory freed by the process stays
 with it (its resident size stays at its peak) instead of going back to the system.
+
+The ``fmdconv`` command calls it at start; the dynamic layers call it (through
+:func:`keep_freed_memory_once`) on their first forward pass on the CPU with gradients enabled, i.e.
+when CPU training starts, unless :data:`automatic` is set to False first.
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ KEEP_FREED_MEMORY: dict[int, int] = {M_MMAP_MAX: 0, M_TRIM_THRESHOLD: -1, M_TOP_
 # Set by users to choose their own allocator settings; fmdconv then leaves the allocator alone.
 _USER_SETTINGS = ("GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
 
+# False: the layers leave the allocator alone (the fmdconv command still keeps freed memory).
+automatic = True
+attempted = False
+
 
 def keep_freed_memory() -> bool:
     """Tell glibc's malloc to keep freed memory for reuse; True if applied.
@@ -41,3 +49,11 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     return all(mallopt(option, value) == 1 for option, value in KEEP_FREED_MEMORY.items())
+
+
+def keep_freed_memory_once() -> None:
+    """:func:`keep_freed_memory` the first time it is called while :data:`automatic` is True."""
+    global attempted
+    if automatic and not attempted:
+        attempted = True
+        keep_freed_memory()
