@@ -357,9 +357,9 @@ AVAILABILITY: dict[str, Callable[[Tensor], bool]] = {"triton": _triton_available
 
 # None: the per-device default of BENCHMARK_BY_DEFAULT; True / False: on / off on every device.
 benchmark: bool | None = None
-# Measured (docs/speed.md, "The measured choice"): on CUDA the hand rule, tuned on a CPU, is up to 20%
-# slower than the best formulation for a whole training step; on the 2-core CPU the rule already picks
-# the fastest formulation almost everywhere and timing the candidates costs seconds per new shape.
+# docs/speed.md, "The measured choice": on CUDA the fastest formulation changes with the layer's shape
+# (no single rule fits: H100, one layer each); on the 2-core CPU the rule already picks the fastest
+# formulation almost everywhere, and timing the candidates costs several training steps.
 BENCHMARK_BY_DEFAULT: dict[str, bool] = {"cuda": True}
 BENCHMARK_REPEATS = 3
 
