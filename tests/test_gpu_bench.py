@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from fmdconv.cli import main
+from fmdconv.layers import formulations
 from fmdconv.profiling import gpu_bench
 from fmdconv.profiling.gpu_bench import Row, Sizes, add_ratios, gpu_rows, run_gpu_benchmark
 
@@ -17,13 +18,11 @@ def test_rows_put_the_resnet18_training_step_first_and_repeat_nothing():
     assert rows[:3] == [Row("resnet18", "train_fp32", k) for k in ("static", "fmd", "od")]
     first_bf16 = rows.index(Row("resnet18", "train_bf16", "static"))
     forced = [r for r in rows[:first_bf16] if r.formulation != "auto"]
-    assert {(r.kind, r.formulation) for r in forced} == {
-        ("fmd", "grouped"),
-        ("fmd", "mixed"),
-        ("fmd", "matmul"),
-        ("od", "grouped"),
-        ("od", "matmul"),
+    expected = {("fmd", f) for f in formulations.CONVOLUTIONS} | {
+        ("od", f) for f in formulations.CONVOLUTIONS if f != "mixed"
     }
+    assert {(r.kind, r.formulation) for r in forced} == expected
+    assert {"grouped", "mixed", "matmul", "triton"} <= set(formulations.CONVOLUTIONS)
     assert rows.index(Row("resnet18", "infer_b1_graph", "fmd")) < rows.index(
         Row("resnet50", "train_fp32", "static")
     )
@@ -62,6 +61,7 @@ def test_a_tiny_dry_run_on_the_cpu_writes_json_and_markdown(tmp_path):
         Row("resnet18", "train_bf16", "static"),
         Row("resnet18", "train_bf16", "fmd", "mixed"),
         Row("resnet18", "infer_b1_graph", "static"),
+        Row("resnet18", "train_fp32", "fmd", "triton"),  # compiled Triton kernels need CUDA
         Row("resnet18", "infer_b1_eager", "static"),
         Row("resnet18", "infer_b1_eager", "fmd"),
     ]
@@ -76,7 +76,10 @@ def test_a_tiny_dry_run_on_the_cpu_writes_json_and_markdown(tmp_path):
         "fmd n=4",
     ]
     assert saved["rows"][0]["relative_to_static"] == 1.0 and saved["rows"][1]["relative_to_static"] > 0
-    assert saved["skipped"] == [{**saved["skipped"][0], "reason": "CUDA graphs need a CUDA device"}]
+    assert [s["reason"] for s in saved["skipped"]] == [
+        "CUDA graphs need a CUDA device",
+        "formulation 'triton' is not available on cpu",
+    ]
     markdown = (tmp_path / "gpu.md").read_text()
     assert "## resnet18" in markdown and "| od n=4 grouped |" in markdown
     assert "CUDA graphs need a CUDA device" in markdown

@@ -351,9 +351,10 @@ CONVOLUTIONS: dict[str, Convolution] = {
 
 # --- The measured choice ("auto" with benchmarking on) -----------------------------------------------
 
-# Formulations that run only on some inputs (a device, an optional package): name -> whether it can
-# run on this input. A formulation in CONVOLUTIONS without an entry here runs everywhere.
-AVAILABILITY: dict[str, Callable[[Tensor], bool]] = {"triton": _triton_available}
+# Formulations that run only on some inputs (a device, an optional package): name -> whether it runs
+# compiled on this input, i.e. is worth timing or benchmarking there. A formulation in CONVOLUTIONS
+# without an entry here runs everywhere. (Triton's CPU interpreter is for tests, not for speed.)
+AVAILABILITY: dict[str, Callable[[Tensor], bool]] = {"triton": lambda x: x.is_cuda and _triton_available(x)}
 
 # None: the per-device default of BENCHMARK_BY_DEFAULT; True / False: on / off on every device.
 benchmark: bool | None = None

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from fmdconv.layers import formulations, set_formulation
 from fmdconv.models import create_model
-from fmdconv.train.checkpoint import write_text_atomic
+from fmdconv.utils.io import write_text_atomic
 
 KINDS = ("static", "fmd", "od", "dy", "cond")
 MEASUREMENTS = {
