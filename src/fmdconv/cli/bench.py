@@ -60,9 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--budget",
         type=number_at_least(0),
-        default=270.0,
+        default=240.0,
         metavar="SECONDS",
-        help="with --gpu: start no row after this many seconds (default 270)",
+        help="with --gpu: start no row after this many seconds (default 240)",
     )
     parser.add_argument(
         "--quiet-wait",
