@@ -100,3 +100,14 @@ def test_cli_gpu_grid_is_the_gpu_benchmark(tmp_path, monkeypatch):
     )
     assert calls[0][1]["device"] == "cpu" and calls[0][1]["quick"] and calls[0][1]["budget_s"] == 5
     assert main(["bench", "--quick"]) == 2
+
+
+def test_cli_arch_keeps_only_that_networks_rows(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(gpu_bench, "run_gpu_benchmark", lambda out, **kw: calls.append((out, kw)))
+    assert main(["bench", "--gpu", "--arch", "resnet50", "--out", str(tmp_path), "--device", "cpu"]) == 0
+    rows = calls[0][1]["rows"]
+    assert rows and {row.arch for row in rows} == {"resnet50"}
+    assert [row for row in gpu_rows() if row.arch == "resnet50"] == rows
+    assert calls[0][1]["rows"][0].kind == "static"
+    assert main(["bench", "--arch", "resnet50"]) == 2

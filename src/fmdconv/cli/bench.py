@@ -58,6 +58,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--quick", action="store_true", help="with --gpu: ResNet-18 and auto only")
     parser.add_argument(
+        "--arch",
+        action="append",
+        choices=gpu_bench.ARCHS,
+        help="with --gpu: only this network's rows (repeatable; default: all)",
+    )
+    parser.add_argument(
         "--budget",
         type=number_at_least(0),
         default=240.0,
@@ -88,12 +94,15 @@ def run(args: argparse.Namespace) -> int:
             device=args.device or "cuda",
             quick=args.quick,
             budget_s=args.budget,
+            rows=[row for row in gpu_bench.gpu_rows(args.quick) if row.arch in args.arch]
+            if args.arch
+            else None,
             progress=lambda line: print(line, flush=True),
         )
         print(f"wrote {args.out / 'gpu.json'} and {args.out / 'gpu.md'}")
         return 0
-    if args.quick:
-        print("fmdconv bench: error: --quick applies to --gpu only", file=sys.stderr)
+    if args.quick or args.arch:
+        print("fmdconv bench: error: --quick and --arch apply to --gpu only", file=sys.stderr)
         return 2
     if args.threads < 1 or (args.clock == "cpu" and args.threads != 1):
         print("fmdconv bench: error: --threads must be >= 1, and 1 with --clock cpu", file=sys.stderr)

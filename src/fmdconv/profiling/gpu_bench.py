@@ -36,6 +36,7 @@ from fmdconv.models import create_model
 from fmdconv.utils.io import write_text_atomic
 
 KINDS = ("static", "fmd", "od", "dy", "cond")
+ARCHS = ("resnet18", "resnet50")
 MEASUREMENTS = {
     "train_fp32": "training step, batch 64, fp32",
     "train_bf16": "training step, batch 64, bf16 autocast",
