@@ -41,7 +41,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from fmdconv.data import build_dataset, build_loader, dataset_info
-from fmdconv.layers import TemperatureScheduler, disabled_attentions, restore_disabled_attentions
+from fmdconv.layers import (
+    DynamicConv2d,
+    TemperatureScheduler,
+    conv_type,
+    disabled_attentions,
+    restore_disabled_attentions,
+)
 from fmdconv.metrics import top_k_hits
 from fmdconv.models import create_model
 from fmdconv.train.checkpoint import (
@@ -230,7 +236,9 @@ def seed_everything(seed: int) -> None:
 def build_model(recipe: Recipe) -> nn.Module:
     """The recipe's backbone, sized for its dataset's classes and channels."""
     info = dataset_info(recipe.dataset)
-    dynamic_options = {"attention_init": recipe.attention_init} if recipe.conv != "static" else {}
+    # attention_init concerns the temperature-scaled attentions of DynamicConv2d (cond, dy, od, fmd).
+    uses_init = issubclass(conv_type(recipe.conv), DynamicConv2d)
+    dynamic_options = {"attention_init": recipe.attention_init} if uses_init else {}
     return create_model(
         recipe.model,
         conv=recipe.conv,
