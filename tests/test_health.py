@@ -27,6 +27,10 @@ def test_zero_attention_init_starts_every_attention_neutral(kind: str) -> None:
     assert zero.attention_init == "zero"
     for name, values in zero.attentions(x).items():
         assert torch.allclose(values, torch.full_like(values, neutral[name])), name
+    # Only the last layer of each path is zero: the first ones keep their Kaiming weights.
+    first_layers = [zero.gate.fc.weight] if zero.gate is not None else []
+    first_layers += [zero.kernel_path.fc1.weight] if kind in ("dy", "fmd") else []
+    assert all(w.abs().sum() > 0 for w in first_layers)
     authors = create_conv2d(kind, 32, 32, 3, padding=1, attention_init="authors")
     assert not all(
         torch.allclose(v, torch.full_like(v, neutral[n])) for n, v in authors.attentions(x).items()

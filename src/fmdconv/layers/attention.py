@@ -69,7 +69,7 @@ class GateTrunk(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        init_attention_linear(self.fc, zero=self.attention_init == "zero")
+        init_attention_linear(self.fc)
         self.bn.reset_parameters()
         for head in self.heads.values():
             init_attention_linear(head, zero=self.attention_init == "zero")
