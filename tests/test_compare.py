@@ -38,12 +38,18 @@ def test_compare_writes_the_table_results_and_plots(
         assert (Path(r.run_dir) / "last.pt").is_file()
 
     report = (tmp_path / "report.md").read_text()
-    table = [line for line in report.splitlines() if line.startswith("|")]
+    table, health = markdown_tables(report)
     assert table[0].startswith(
         "| Method | Params | MACs | Train time / epoch | Latency (batch 1) | Top-1 | Top-5"
     )
     assert len(table) == 2 + len(results)
     assert table[-1].startswith("| FMDConv |") and f"{results[-1].top1:.2%}" in table[-1]
+    # The health table: static has no attention (-), the dynamic methods a saturation and a max-prob.
+    assert health[0].startswith("| Method | Max grad norm | Grad spikes | Saturated gates | Kernel max-prob")
+    assert health[2].split(" | ")[3:5] == ["-", "-"]
+    assert all(r.grad_norm_max > 0 and len(r.epoch_top1) == 1 for r in results)
+    assert results[1].gate_saturation is not None and results[1].kernel_max_prob is None  # CondConv
+    assert results[3].gate_saturation is not None and 0.25 <= results[3].kernel_max_prob <= 1  # ODConv
     for name in PLOT_FILES.values():
         assert f"]({name})" in report
         with Image.open(tmp_path / name) as image:
@@ -72,6 +78,47 @@ def test_compare_writes_the_table_results_and_plots(
     check_reusable(tmp_path / "runs" / "static", recipe.replace(conv="static", data_dir="~/x", num_workers=2))
     with pytest.raises(ValueError, match="methods must be distinct names"):
         compare(recipe, tmp_path, methods=("fmd", "fmd"))
+
+
+def markdown_tables(text: str) -> list[list[str]]:
+    """The Markdown tables of ``text``, each as its list of lines."""
+    tables: list[list[str]] = []
+    previous = ""
+    for line in text.splitlines():
+        if line.startswith("|"):
+            if not previous.startswith("|"):
+                tables.append([])
+            tables[-1].append(line)
+        previous = line
+    return tables
+
+
+def test_compare_with_seeds_reports_mean_and_std(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    recipe = TINY.replace(subset=64, test_subset=32, epochs=1, seed=3)
+    command = ["compare", "--recipe", str(tmp_path / "recipe.json"), "--methods", "static", "dy"]
+    recipe.save(tmp_path / "recipe.json")
+    assert main([*command, "--seeds", "2", "--out", str(tmp_path), "--no-progress"]) == 0
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert [(m["method"], m["seed"]) for m in saved["methods"]] == [
+        ("static", 3),
+        ("static", 4),
+        ("dy", 3),
+        ("dy", 4),
+    ]
+    assert saved["seeds"] == 2
+    assert (tmp_path / "runs" / "dy" / "seed4" / "last.pt").is_file()
+    top1 = [m["top1"] for m in saved["methods"][2:]]
+    mean = sum(top1) / 2
+    std = abs(top1[0] - top1[1]) / math.sqrt(2)
+    table = markdown_tables((tmp_path / "report.md").read_text())[0]
+    assert len(table) == 4 and f"| {mean:.2%} ± {std * 100:.2f} |" in table[3]
+    assert "2 seeds per method (seed 3 on)" in (tmp_path / "report.md").read_text()
+    assert f"{mean:.2%} ± {std * 100:.2f}" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([*command, "--seeds", "0", "--out", str(tmp_path)])
+    assert "--seeds: must be an int >= 1" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="seeds must be an int >= 1"):
+        compare(recipe, tmp_path, methods=("static",), seeds=0)
 
 
 def test_a_method_with_no_correct_answer_gets_no_score_bars(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ def run_compare(args: argparse.Namespace) -> int:
         latency_batch_size=args.latency_batch_size,
         progress=not args.no_progress,
         tensorboard=args.tensorboard,
+        seeds=args.seeds,
     )
     print(markdown_table(results, args.latency_batch_size), end="")
     print(f"report: {out_dir / 'report.md'}")
@@ -66,6 +67,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int_at_least(1),
         default=1,
         help="images per timed forward pass (default: 1)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int_at_least(1),
+        default=1,
+        help="runs per method, seeds --seed, --seed + 1, ...; the table shows mean ± std (default: 1)",
     )
     parser.add_argument("--no-progress", action="store_true", help="draw no progress bars")
     parser.add_argument(

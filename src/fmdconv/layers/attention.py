@@ -4,6 +4,13 @@ All act on the globally average-pooled input, a (B, C_in) matrix, and return log
 divides them by its temperatures and normalises them (see :mod:`fmdconv.layers.dynamic_conv`).
 The authors' code uses 1x1 convolutions on (B, C, 1, 1); these linear layers compute the same
 numbers and :mod:`fmdconv.compat` converts between the two weight layouts.
+
+Initialisation (``attention_init``): ``"zero"`` (the default) zero-initialises the last layer of
+every path (the gate trunk's heads, the kernel MLP's second layer, CondConv's routing FC), so every
+gate starts at 1/2 and every kernel softmax uniform, and the logits grow only as far as training
+pushes them; ``"authors"`` initialises every layer Kaiming-normal (fan_out), as the authors' code
+does, which gives logits of tens that the initial temperature of 30-34 hides until it reaches 1
+(SPEC section 9, docs/training.md).
 """
 
 from __future__ import annotations
@@ -12,10 +19,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+ATTENTION_INITS = ("zero", "authors")
 
-def init_attention_linear(layer: nn.Linear) -> None:
-    """Kaiming-normal (fan_out, relu) weight and zero bias, as in the ODConv/FMDConv code."""
-    nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+
+def check_attention_init(attention_init: str, owner: str) -> str:
+    """``attention_init`` itself, or a ValueError naming ``owner`` and the accepted values."""
+    if attention_init not in ATTENTION_INITS:
+        raise ValueError(
+            f"{owner}: attention_init must be one of {', '.join(ATTENTION_INITS)}, got {attention_init!r}"
+        )
+    return attention_init
+
+
+def init_attention_linear(layer: nn.Linear, zero: bool = False) -> None:
+    """Zero bias; weight Kaiming-normal (fan_out, relu) as in the ODConv/FMDConv code, or zero."""
+    if zero:
+        nn.init.zeros_(layer.weight)
+    else:
+        nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
     if layer.bias is not None:
         nn.init.zeros_(layer.bias)
 
@@ -23,7 +44,8 @@ def init_attention_linear(layer: nn.Linear) -> None:
 class GateTrunk(nn.Module):
     """ODConv's shared trunk, FC -> BN -> ReLU, with one linear head per gate.
 
-    ``heads`` maps a head name (``input``, ``output``, ``spatial``, ``kernel``) to its size.
+    ``heads`` maps a head name (``input``, ``output``, ``spatial``, ``kernel``) to its size;
+    ``attention_init="zero"`` zero-initialises the heads (see the module's docstring).
     At batch size 1 in training mode, the batch statistics of a single pooled vector are undefined
     (the variance is 0 and the normalised vector is all zeros), so the BatchNorm normalises with its
     running statistics and leaves them unchanged for that step. The authors' code fails there.
@@ -36,8 +58,10 @@ class GateTrunk(nn.Module):
         heads: dict[str, int],
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        attention_init: str = "zero",
     ) -> None:
         super().__init__()
+        self.attention_init = check_attention_init(attention_init, type(self).__name__)
         factory = {"device": device, "dtype": dtype}
         self.fc = nn.Linear(in_channels, hidden, bias=False, **factory)
         self.bn = nn.BatchNorm1d(hidden, **factory)
@@ -48,7 +72,7 @@ class GateTrunk(nn.Module):
         init_attention_linear(self.fc)
         self.bn.reset_parameters()
         for head in self.heads.values():
-            init_attention_linear(head)
+            init_attention_linear(head, zero=self.attention_init == "zero")
 
     def forward(self, pooled: Tensor) -> dict[str, Tensor]:
         hidden = self.fc(pooled)
@@ -64,7 +88,10 @@ class GateTrunk(nn.Module):
 
 
 class KernelMLP(nn.Module):
-    """DyConv's kernel-attention path, FC (no bias) -> ReLU -> FC; FMDConv's separate kernel path."""
+    """DyConv's kernel-attention path, FC (no bias) -> ReLU -> FC; FMDConv's separate kernel path.
+
+    ``attention_init="zero"`` zero-initialises the second FC (see the module's docstring).
+    """
 
     def __init__(
         self,
@@ -73,8 +100,10 @@ class KernelMLP(nn.Module):
         kernel_num: int,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        attention_init: str = "zero",
     ) -> None:
         super().__init__()
+        self.attention_init = check_attention_init(attention_init, type(self).__name__)
         factory = {"device": device, "dtype": dtype}
         self.fc1 = nn.Linear(in_channels, hidden, bias=False, **factory)
         self.fc2 = nn.Linear(hidden, kernel_num, **factory)
@@ -82,14 +111,17 @@ class KernelMLP(nn.Module):
 
     def reset_parameters(self) -> None:
         init_attention_linear(self.fc1)
-        init_attention_linear(self.fc2)
+        init_attention_linear(self.fc2, zero=self.attention_init == "zero")
 
     def forward(self, pooled: Tensor) -> Tensor:
         return self.fc2(F.relu(self.fc1(pooled)))
 
 
 class KernelRouting(nn.Module):
-    """CondConv's routing function: one FC from the pooled input to one logit per expert."""
+    """CondConv's routing function: one FC from the pooled input to one logit per expert.
+
+    ``attention_init="zero"`` zero-initialises the FC: every routing weight starts at 1/2.
+    """
 
     def __init__(
         self,
@@ -97,13 +129,15 @@ class KernelRouting(nn.Module):
         kernel_num: int,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        attention_init: str = "zero",
     ) -> None:
         super().__init__()
+        self.attention_init = check_attention_init(attention_init, type(self).__name__)
         self.fc = nn.Linear(in_channels, kernel_num, device=device, dtype=dtype)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        init_attention_linear(self.fc)
+        init_attention_linear(self.fc, zero=self.attention_init == "zero")
 
     def forward(self, pooled: Tensor) -> Tensor:
         return self.fc(pooled)

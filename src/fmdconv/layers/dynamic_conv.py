@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fmdconv import allocator
-from fmdconv.layers.attention import GateTrunk, KernelMLP, KernelRouting
+from fmdconv.layers.attention import GateTrunk, KernelMLP, KernelRouting, check_attention_init
 from fmdconv.layers.formulations import (
     CONVOLUTIONS,
     FORMULATIONS,
@@ -88,6 +88,10 @@ class DynamicConv2d(nn.Module):
             computed once per block and shared by its convolutions, as in the CondConv paper's
             MobileNetV2 (see :class:`~fmdconv.layers.attention.SharedRouting`). The layer then has no
             routing of its own, and ``forward`` takes the (B, n) weights as ``kernel_attention``.
+        attention_init: ``"zero"`` (default): the last layer of every attention path starts at zero,
+            so the gates start at 1/2 and the kernel softmax uniform (CondConv's routing weights at
+            1/2), and training at temperature 1 does not collapse; ``"authors"``: Kaiming normal
+            (fan_out) everywhere, as the authors' code (docs/training.md explains the difference).
 
     Attributes:
         weight: the n static kernels, (n, C_out, C_in/groups, kh, kw).
@@ -125,6 +129,7 @@ class DynamicConv2d(nn.Module):
         gate_temperature: float | None = None,
         kernel_temperature: float | None = None,
         shared_routing: bool = False,
+        attention_init: str = "zero",
         **unexpected: Any,
     ) -> None:
         super().__init__()
@@ -135,6 +140,7 @@ class DynamicConv2d(nn.Module):
                 f"{name}.__init__() got an unexpected keyword argument {next(iter(unexpected))!r}"
             )
         spec = self.spec
+        check_attention_init(attention_init, name)
         for arg, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}: {arg} must be a positive int, got {value!r}")
@@ -185,12 +191,13 @@ class DynamicConv2d(nn.Module):
         self.padding_mode = padding_mode
         self.kernel_num = kernel_num
         self.shared_routing = shared_routing
+        self.attention_init = attention_init
         self._formulation = "auto"
         self.fold_attentions = True
         self.disabled_attentions: set[str] = set()
         self._geometry = self._make_geometry(explicit_padding)
 
-        factory = {"device": device, "dtype": dtype}
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.weight = nn.Parameter(
             torch.empty(kernel_num, out_channels, in_channels // groups, *self.kernel_size, **factory)
         )
@@ -199,16 +206,17 @@ class DynamicConv2d(nn.Module):
 
         heads = self._gate_heads(kernel_num, shared_routing)
         trunk_width = max(int(in_channels * reduction), min_channels)
-        self.gate = GateTrunk(in_channels, trunk_width, heads, **factory) if heads else None
+        paths = {**factory, "attention_init": attention_init}
+        self.gate = GateTrunk(in_channels, trunk_width, heads, **paths) if heads else None
         self.kernel_path: nn.Module | None = None
         own_kernel_attention = self._has_kernel_attention(kernel_num) and not shared_routing
         if own_kernel_attention and spec.kernel_source == "mlp":
             hidden = (
                 kernel_num if in_channels == 3 else max(1, int(in_channels * hidden_ratio) + hidden_extra)
             )
-            self.kernel_path = KernelMLP(in_channels, hidden, kernel_num, **factory)
+            self.kernel_path = KernelMLP(in_channels, hidden, kernel_num, **paths)
         elif own_kernel_attention and spec.kernel_source == "routing":
-            self.kernel_path = KernelRouting(in_channels, kernel_num, **factory)
+            self.kernel_path = KernelRouting(in_channels, kernel_num, **paths)
 
         for buffer_name, default, value in (
             ("gate_temperature", spec.gate_temperature, gate_temperature),
@@ -271,7 +279,7 @@ class DynamicConv2d(nn.Module):
         return heads
 
     def reset_parameters(self) -> None:
-        """Kaiming-normal (fan_out, relu) kernels, zero biases, and fresh attention paths."""
+        """Kaiming-normal (fan_out, relu) kernels, zero biases, and attention paths as ``attention_init``."""
         for kernel in self.weight.data:
             nn.init.kaiming_normal_(kernel, mode="fan_out", nonlinearity="relu")
         if self.bias is not None:

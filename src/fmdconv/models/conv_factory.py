@@ -113,7 +113,8 @@ class ConvFactory:
         shared_routing: one routing function per block, shared by the block's dynamic convolutions
             (CondConv only; backbones that support it ask :meth:`block_routing`).
         options: further options of the dynamic layers (``reduction``, ``hidden_ratio``,
-            ``gate_temperature``, ...); rejected for ``conv="static"``.
+            ``gate_temperature``, ``attention_init``, ...); rejected for ``conv="static"``. The
+            block routings (:meth:`block_routing`) take ``attention_init`` too.
     """
 
     def __init__(
@@ -200,7 +201,9 @@ class ConvFactory:
         """The routing function shared by a block's convolutions of ``role``, or None (each its own)."""
         if not (self.shared_routing and self.is_dynamic(role)):
             return None
-        return SharedRouting(in_channels, self.kernel_num)
+        return SharedRouting(
+            in_channels, self.kernel_num, attention_init=self.options.get("attention_init", "zero")
+        )
 
     def linear(self, in_features: int, out_features: int, routed: bool = False) -> nn.Module:
         """The classifier: a :class:`~fmdconv.layers.DynamicLinear` where the method replaces it.

@@ -125,7 +125,8 @@ def convert(
             attentions keep the layer's own initialisation: softmax methods then start with the
             static kernel, scaled by gates near 1/2.
         options: further options of the dynamic layers (``reduction``, ``hidden_ratio``,
-            ``gate_temperature``, ...).
+            ``gate_temperature``, ``attention_init``, ...). ``attention_init="authors"`` matters only
+            with ``preserve_output=False`` (preserving the output zeroes the logit layers anyway).
 
     Returns:
         ``model`` itself. Depthwise convolutions (one input channel per group) are converted too;

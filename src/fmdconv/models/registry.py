@@ -132,10 +132,12 @@ def create_model(
             CVPR 2020), see :mod:`fmdconv.layers.feature_attention`; ResNets only; composes with
             any ``conv``.
         conv_options: options of the dynamic layers (``reduction``, ``hidden_ratio``,
-            ``gate_temperature``, ``kernel_temperature``, ``min_channels``; ``replaced_roles`` to
-            override which roles are dynamic, ``shared_routing`` for CondConv's routing per block;
-            DCD's ``fc_squeeze`` (MobileNetV2 default: :func:`dcd_mobilenet_v2_fc_squeeze`, others
-            16), ``latent_dim``, ``pool_size``, ``squeeze_channels``).
+            ``gate_temperature``, ``kernel_temperature``, ``min_channels``, ``attention_init``
+            (``"zero"``, the default, or ``"authors"``; see :class:`~fmdconv.layers.DynamicConv2d`);
+            ``replaced_roles`` to override which roles are dynamic, ``shared_routing`` for CondConv's
+            routing per block; DCD's ``fc_squeeze`` (MobileNetV2 default:
+            :func:`dcd_mobilenet_v2_fc_squeeze`, others 16), ``latent_dim``, ``pool_size``,
+            ``squeeze_channels``).
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; accepted: {', '.join(list_models())}")

@@ -80,6 +80,13 @@ class MethodResult:
         top1, top5: final test accuracies in [0, 1]; ``best_top1`` the best over the epochs.
         ies, rcs: speed-accuracy scores from ``seconds_per_epoch`` and ``top1``.
         run_dir: the method's training folder.
+        seed: the run's seed (``compare(seeds=N)`` trains seeds ``recipe.seed`` ... ``+ N - 1``).
+        grad_norm_max, grad_spikes: the largest global gradient norm of the run and the number of
+            steps flagged as spikes (more than 10x the recent level; :mod:`fmdconv.train.health`).
+        gate_saturation, kernel_max_prob: at the last logged step, the fraction of sigmoid gates
+            below 0.01 or above 0.99 and the mean largest kernel-softmax probability (None where the
+            method has none).
+        epoch_top1: test top-1 after each epoch.
     """
 
     method: str
@@ -96,6 +103,12 @@ class MethodResult:
     ies: float
     rcs: float
     run_dir: str
+    seed: int = 0
+    grad_norm_max: float = 0.0
+    grad_spikes: int = 0
+    gate_saturation: float | None = None
+    kernel_max_prob: float | None = None
+    epoch_top1: tuple[float, ...] = ()
 
     def plot_row(self) -> dict[str, Any]:
         """The row :mod:`fmdconv.viz` plots (time in s/epoch)."""
@@ -127,6 +140,34 @@ def check_reusable(run_dir: Path, recipe: Recipe) -> None:
             f"{run_dir} holds a run of another recipe ({listed}): a report must not mix them; "
             "choose another --out, or delete that run to train it again"
         )
+
+
+def group_by_method(results: list[MethodResult]) -> list[list[MethodResult]]:
+    """The results grouped per method (one list per method, its seeds in order), methods in order."""
+    groups: dict[str, list[MethodResult]] = {}
+    for result in results:
+        groups.setdefault(result.method, []).append(result)
+    return list(groups.values())
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def _percent(values: list[float]) -> str:
+    mean, std = mean_std(values)
+    return f"{mean:.2%}" if len(values) == 1 else f"{mean:.2%} ± {std * 100:.2f}"
+
+
+def mean_plot_row(group: list[MethodResult]) -> dict[str, Any]:
+    """The plot row of one method, averaged over its seeds."""
+    rows = [r.plot_row() for r in group]
+    means = {key: mean_std([row[key] for row in rows])[0] for key in rows[0] if key != "method"}
+    return {"method": rows[0]["method"], **means}
 
 
 def check_methods(methods: tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -162,6 +203,7 @@ def measure_method(
         model, size, latency_batch_size, "inference", device, warmup=LATENCY_WARMUP, repeats=LATENCY_REPEATS
     )
     final = history[-1]
+    seed = recipe.seed
     seconds = sum(record["train_seconds"] for record in history) / len(history)
     images_per_second = sum(record["train_images_per_second"] for record in history) / len(history)
     top1 = final["test_top1"]
@@ -180,6 +222,12 @@ def measure_method(
         ies=ies(seconds, top1),
         rcs=rcs(seconds, top1),
         run_dir=str(run_dir),
+        seed=seed,
+        grad_norm_max=max(record.get("grad_norm_max", 0.0) for record in history),
+        grad_spikes=sum(record.get("grad_spikes", 0) for record in history),
+        gate_saturation=final.get("gate_saturation"),
+        kernel_max_prob=final.get("kernel_max_prob"),
+        epoch_top1=tuple(record["test_top1"] for record in history),
     )
 
 
@@ -188,17 +236,49 @@ def _millions(count: float) -> str:
 
 
 def markdown_table(results: list[MethodResult], latency_batch_size: int) -> str:
-    """The comparison table in Markdown."""
+    """The comparison table in Markdown, one row per method: means (top-1/top-5 mean ± std) over seeds."""
     header = (
         "| Method | Params | MACs | Train time / epoch | Latency (batch "
         f"{latency_batch_size}) | Top-1 | Top-5 | IES (s) | RCS (1/s) |"
     )
     lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in results:
-        ies_text = f"{r.ies:.1f}" if math.isfinite(r.ies) else "∞"
+    for group in group_by_method(results):
+        r, row = group[0], mean_plot_row(group)
+        ies_text = f"{row['ies']:.1f}" if math.isfinite(row["ies"]) else "∞"
+        latency = mean_std([g.latency_seconds for g in group])[0]
         lines.append(
-            f"| {r.label} | {_millions(r.params)} | {_millions(r.macs)} | {r.seconds_per_epoch:.1f} s | "
-            f"{r.latency_seconds * 1e3:.2f} ms | {r.top1:.2%} | {r.top5:.2%} | {ies_text} | {r.rcs:.4f} |"
+            f"| {r.label} | {_millions(r.params)} | {_millions(r.macs)} | {row['time']:.1f} s | "
+            f"{latency * 1e3:.2f} ms | {_percent([g.top1 for g in group])} | "
+            f"{_percent([g.top5 for g in group])} | {ies_text} | {row['rcs']:.4f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _optional(values: list[float | None], text: str) -> str:
+    defined = [v for v in values if v is not None]
+    return text.format(mean_std(defined)[0]) if defined else "-"
+
+
+def health_table(results: list[MethodResult]) -> str:
+    """Training health per method in Markdown: gradient norms, attention saturation, top-1 per epoch.
+
+    Over seeds: the largest gradient norm, the summed spike count, mean saturation and max-probability,
+    and the mean top-1 of each epoch.
+    """
+    lines = [
+        "| Method | Max grad norm | Grad spikes | Saturated gates | Kernel max-prob | Test top-1 per epoch |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for group in group_by_method(results):
+        epochs = min(len(g.epoch_top1) for g in group)
+        per_epoch = " → ".join(
+            f"{mean_std([g.epoch_top1[e] for g in group])[0]:.1%}" for e in range(epochs)
+        )
+        lines.append(
+            f"| {group[0].label} | {max(g.grad_norm_max for g in group):.3g} | "
+            f"{sum(g.grad_spikes for g in group)} | "
+            f"{_optional([g.gate_saturation for g in group], '{:.1%}')} | "
+            f"{_optional([g.kernel_max_prob for g in group], '{:.2f}')} | {per_epoch} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -241,7 +321,8 @@ def write_report(
     wall_seconds: float,
 ) -> Path:
     """Write ``results.json``, the PNG plots and ``report.md`` to ``out_dir``; returns the report's path."""
-    rows = [r.plot_row() for r in results]
+    rows = [mean_plot_row(group) for group in group_by_method(results)]
+    seeds = max(len(group) for group in group_by_method(results))
     plot_speed_accuracy(rows, out_dir / PLOT_FILES["accuracy_vs_time"], x="time", time_unit="s/epoch")
     plot_speed_accuracy(rows, out_dir / PLOT_FILES["accuracy_vs_macs"], x="macs")
     # A method with top-1 = 0 has an infinite IES: it gets no bars rather than a misleading finite one.
@@ -252,9 +333,16 @@ def write_report(
     if scored:
         plot_scores(scored, out_dir / PLOT_FILES["scores"], time_unit="s/epoch")
     machine = machine_description(device)
+    seeds_note = (
+        f"{seeds} seeds per method (seed {results[0].seed} on): mean ± standard deviation over seeds "
+        "(times and scores: means). "
+        if seeds > 1
+        else ""
+    )
     results_json = {
         "recipe": recipe.to_dict(),
         "methods": [{**asdict(r), "ies": r.ies if math.isfinite(r.ies) else None} for r in results],
+        "seeds": seeds,
         "latency_batch_size": latency_batch_size,
         "machine": machine,
         "wall_seconds": wall_seconds,
@@ -266,11 +354,18 @@ def write_report(
 (training, evaluation and measurements): {wall_seconds / 60:.1f} min.
 
 {markdown_table(results, latency_batch_size)}
-- Top-1 / top-5: final epoch, test split. Train time / epoch: mean wall time of the training part of an
-  epoch. Latency: median of {LATENCY_REPEATS} forward passes in eval mode, per image. MACs per image
-  follow `fmdconv.profiling` (static conv MACs plus attention and kernel aggregation).
+- {seeds_note}Top-1 / top-5: final epoch, test split. Train time / epoch: mean wall time of the
+  training part of an epoch. Latency: median of {LATENCY_REPEATS} forward passes in eval mode, per
+  image. MACs per image follow `fmdconv.profiling` (static conv MACs plus attention and kernel aggregation).
 - IES = (s per epoch) / top-1 (lower is better); RCS = top-1 / (s per epoch) (higher is better), the
   conventions of `fmdconv.metrics`. Times are comparable only on the same machine.{scores_note}
+
+Training health (docs/training.md): the largest global gradient norm of a run and its gradient
+spikes (steps above 10x the recent level), the fraction of saturated sigmoid gates (< 0.01 or
+> 0.99) and the mean largest kernel-softmax probability (1/n uniform, 1 one-hot) at the last logged
+step, and the test top-1 after each epoch.
+
+{health_table(results)}
 
 ![Top-1 against training time per epoch]({PLOT_FILES["accuracy_vs_time"]})
 ![Top-1 against MACs per image]({PLOT_FILES["accuracy_vs_macs"]})
@@ -287,6 +382,7 @@ def compare(
     latency_batch_size: int = 1,
     progress: bool = True,
     tensorboard: bool = False,
+    seeds: int = 1,
 ) -> list[MethodResult]:
     """Train each of ``methods`` with ``recipe`` (``conv``, ``attention`` replaced); report to ``out_dir``.
 
@@ -301,11 +397,16 @@ def compare(
         latency_batch_size: images per forward pass when timing inference.
         progress: draw progress bars and a line per method on stderr.
         tensorboard: also write TensorBoard scalars for each run.
+        seeds: runs per method, with seeds ``recipe.seed``, ``recipe.seed + 1``, ...; with more than
+            one, the runs go to ``out_dir/runs/<method>/seed<seed>/`` and the table shows mean ±
+            standard deviation (``results.json`` keeps every run).
 
     Returns:
-        One :class:`MethodResult` per method, in order.
+        One :class:`MethodResult` per method and seed: methods in order, each method's seeds in order.
     """
     methods = check_methods(methods)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be an int >= 1; got {seeds!r}")
     if (
         isinstance(latency_batch_size, bool)
         or not isinstance(latency_batch_size, int)
@@ -314,15 +415,20 @@ def compare(
         raise ValueError(f"latency_batch_size must be an int >= 1; got {latency_batch_size!r}")
     out_dir = Path(out_dir)
     torch_device = resolve_device(device)
-    for method in methods:
-        check_reusable(out_dir / "runs" / method, method_recipe_of(recipe, method))
+    runs = [(method, recipe.seed + offset) for method in methods for offset in range(seeds)]
+    run_dirs = {
+        (method, seed): out_dir / "runs" / method / (f"seed{seed}" if seeds > 1 else "")
+        for method, seed in runs
+    }
+    for (method, seed), run_dir in run_dirs.items():
+        check_reusable(run_dir, method_recipe_of(recipe, method).replace(seed=seed))
     start = time.perf_counter()
     results = []
-    for index, method in enumerate(methods, 1):
-        method_recipe = method_recipe_of(recipe, method)
-        run_dir = out_dir / "runs" / method
+    for index, (method, seed) in enumerate(runs, 1):
+        method_recipe = method_recipe_of(recipe, method).replace(seed=seed)
+        run_dir = run_dirs[method, seed]
         if progress:
-            print(f"[{index}/{len(methods)}] {METHOD_LABELS[method]} -> {run_dir}", file=sys.stderr)
+            print(f"[{index}/{len(runs)}] {METHOD_LABELS[method]} -> {run_dir}", file=sys.stderr)
         result = train(
             method_recipe,
             run_dir,

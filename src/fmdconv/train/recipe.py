@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fmdconv.layers import CONV_KINDS
+from fmdconv.layers.attention import ATTENTION_INITS
 from fmdconv.layers.feature_attention import FEATURE_ATTENTIONS
 from fmdconv.layers.temperature import KERNEL_MODES
 
@@ -48,6 +49,12 @@ class Recipe:
     width: float = _setting(1.0, "channel width multiplier of the backbone (all stages)")
     stem: str = _setting("imagenet", f"backbone stem: {', '.join(STEMS)}")
     dropout: float = _setting(0.0, "dropout probability before the classifier")
+    attention_init: str = _setting(
+        "zero",
+        f"initialisation of the attention paths' last layers: {', '.join(ATTENTION_INITS)} "
+        "of cond, dy, od, fmd (zero: stable when the temperatures reach 1; authors: Kaiming as the "
+        "authors' code)",
+    )
     dataset: str = _setting("fashion_mnist", "dataset name (see fmdconv.data.DATASETS)")
     data_dir: str | None = _setting(None, "folder holding the dataset, ~ expanded (None: its default place)")
     image_size: int | None = _setting(None, "training/eval image size (None: the dataset's own)")
@@ -88,6 +95,7 @@ class Recipe:
         _check_types(self)
         for name, accepted in (
             ("conv", CONV_KINDS),
+            ("attention_init", ATTENTION_INITS),
             ("stem", STEMS),
             ("schedule", LR_SCHEDULES),
             ("kernel_temperature", KERNEL_MODES),

@@ -28,7 +28,7 @@ import random
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from fmdconv.data import build_dataset, build_loader, dataset_info
-from fmdconv.layers import TemperatureScheduler, disabled_attentions, restore_disabled_attentions
+from fmdconv.layers import (
+    DynamicConv2d,
+    TemperatureScheduler,
+    conv_type,
+    disabled_attentions,
+    restore_disabled_attentions,
+)
 from fmdconv.metrics import top_k_hits
 from fmdconv.models import create_model
 from fmdconv.train.checkpoint import (
@@ -52,6 +58,7 @@ from fmdconv.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from fmdconv.train.health import AttentionProbe, GradientSpikeDetector, global_grad_norm
 from fmdconv.train.logging import MetricsLogger
 from fmdconv.train.progress import ProgressBar
 from fmdconv.train.recipe import PRECISIONS, Recipe, recipe_differences
@@ -100,6 +107,31 @@ class LearningRateSchedule:
         total = self.epochs * self.iters_per_epoch
         progress = min(1.0, max(0, step - warmup_steps) / max(1, total - warmup_steps))
         return warmup * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@dataclass
+class EpochHealth:
+    """Gradient norms and attention statistics gathered during one training epoch.
+
+    ``attentions``: the :class:`~fmdconv.train.health.AttentionStats` record of the last logged
+    step (``gate_saturation``, ``kernel_max_prob``; empty for a static model).
+    """
+
+    last_norm: float = 0.0
+    epoch_max: float = 0.0
+    interval_max: float = 0.0
+    spikes: int = 0
+    attentions: dict[str, float] = field(default_factory=dict)
+
+    def add(self, norm: float) -> None:
+        self.last_norm = norm
+        self.epoch_max = max(self.epoch_max, norm) if math.isfinite(norm) else math.inf
+        self.interval_max = max(self.interval_max, norm) if math.isfinite(norm) else math.inf
+
+    def take_interval_max(self) -> float:
+        """The largest norm since the previous call (or the epoch's start), then reset."""
+        largest, self.interval_max = self.interval_max, 0.0
+        return largest
 
 
 @dataclass(frozen=True)
@@ -204,6 +236,9 @@ def seed_everything(seed: int) -> None:
 def build_model(recipe: Recipe) -> nn.Module:
     """The recipe's backbone, sized for its dataset's classes and channels."""
     info = dataset_info(recipe.dataset)
+    # attention_init concerns the temperature-scaled attentions of DynamicConv2d (cond, dy, od, fmd).
+    uses_init = issubclass(conv_type(recipe.conv), DynamicConv2d)
+    dynamic_options = {"attention_init": recipe.attention_init} if uses_init else {}
     return create_model(
         recipe.model,
         conv=recipe.conv,
@@ -214,6 +249,7 @@ def build_model(recipe: Recipe) -> nn.Module:
         width=recipe.width,
         dropout=recipe.dropout,
         in_chans=info.in_chans,
+        **dynamic_options,
     )
 
 
@@ -375,6 +411,8 @@ class Trainer:
         if self.context.distributed:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.model, device_ids=device_ids)
+        self.attention_probe = AttentionProbe(unwrap(self.model))
+        self.spike_detector = GradientSpikeDetector()
         self.logger = MetricsLogger(
             self.out_dir,
             enabled=self.context.is_main,
@@ -478,10 +516,17 @@ class Trainer:
         )
         iterations = len(loader)
         sums = [0.0, 0.0, 0.0]  # loss, top-1 hits, images (this process)
+        health = EpochHealth()
         start = time.perf_counter()
         for step, (images, labels) in enumerate(self._batches(loader), 1):
             temperatures = self.temperature.step()
-            with autocast(self.device, recipe.precision):
+            # Evenly spaced, ending at the epoch's last step: exactly min(STEP_RECORDS_PER_EPOCH, steps).
+            logged = (
+                step * STEP_RECORDS_PER_EPOCH // iterations
+                > (step - 1) * STEP_RECORDS_PER_EPOCH // iterations
+            )
+            probe = self.attention_probe.record() if logged else contextlib.nullcontext(None)
+            with autocast(self.device, recipe.precision), probe as attention_stats:
                 logits = self.model(images)
                 loss = F.cross_entropy(logits.float(), labels, label_smoothing=recipe.label_smoothing)
             if not torch.isfinite(loss):
@@ -491,9 +536,12 @@ class Trainer:
                 )
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
             if recipe.clip_grad_norm is not None:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), recipe.clip_grad_norm)
+                grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), recipe.clip_grad_norm)
+            else:
+                grad_norm = global_grad_norm(self.model.parameters())
+            self._check_gradient_norm(float(grad_norm), health)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             lr = self._set_learning_rate()
@@ -504,11 +552,9 @@ class Trainer:
             bar.update(
                 labels.numel() * self.context.world_size, loss=sums[0] / sums[2], acc=sums[1] / sums[2]
             )
-            # Evenly spaced, ending at the epoch's last step: exactly min(STEP_RECORDS_PER_EPOCH, steps).
-            if (
-                step * STEP_RECORDS_PER_EPOCH // iterations
-                > (step - 1) * STEP_RECORDS_PER_EPOCH // iterations
-            ):
+            if logged:
+                if attention_stats is not None:
+                    health.attentions = attention_stats.as_record()
                 self.logger.log(
                     {
                         "kind": "step",
@@ -518,6 +564,9 @@ class Trainer:
                         "lr": lr,
                         "gate_temperature": temperatures["gate"],
                         "kernel_temperature": temperatures["kernel"],
+                        "grad_norm": health.last_norm,
+                        "grad_norm_max": health.take_interval_max(),
+                        **health.attentions,
                     }
                 )
         if self.device.type == "cuda":
@@ -529,7 +578,37 @@ class Trainer:
             "train_top1": hits / images,
             "train_seconds": seconds,
             "train_images_per_second": images / seconds,
+            "grad_norm_max": health.epoch_max,
+            "grad_spikes": health.spikes,
+            **health.attentions,
         }
+
+    def _check_gradient_norm(self, norm: float, health: EpochHealth) -> None:
+        """Track ``norm``; warn (stderr and the metrics log) at an epoch's first gradient spike."""
+        health.add(norm)
+        level = self.spike_detector.update(norm)
+        if level is None:
+            return
+        health.spikes += 1
+        if health.spikes > 1:
+            return
+        message = (
+            f"gradient norm {norm:.3g} at iteration {self.iteration} is more than "
+            f"{self.spike_detector.factor:g}x its recent level {level:.3g}: the attentions may be "
+            "collapsing (see gate_saturation / kernel_max_prob in metrics.jsonl and docs/training.md)"
+        )
+        self.logger.log(
+            {
+                "kind": "warning",
+                "epoch": self.epoch + 1,
+                "iteration": self.iteration,
+                "grad_norm": norm,
+                "grad_norm_level": level,
+                "message": message,
+            }
+        )
+        if self.context.is_main:
+            print(f"warning: {message}", file=sys.stderr)
 
     def _sync_buffers(self) -> None:
         """Give every rank rank 0's buffers (BatchNorm statistics), so all ranks evaluate one model."""

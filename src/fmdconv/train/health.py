@@ -1,0 +1,155 @@
+"""Training-health signals: gradient-norm spikes and the state of the attentions.
+
+An attention collapse (SPEC section 9) shows as a jump of the global gradient norm, sigmoid gates
+pinned near 0 or 1, and kernel softmaxes turned one-hot. :class:`GradientSpikeDetector` compares each
+step's gradient norm with its recent running level; :class:`AttentionProbe` measures, over one forward
+pass, the fraction of saturated sigmoid gates and the mean maximum kernel-attention probability of
+a model's dynamic layers. The probe hooks the attention paths only while it records, so steps that
+are not logged cost nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import statistics
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from fmdconv.layers import DynamicConv2d, SharedRouting
+from fmdconv.layers.attention import GateTrunk, KernelMLP, KernelRouting
+
+SATURATION_MARGIN = 0.01
+SPIKE_FACTOR = 10.0
+SPIKE_WINDOW = 20
+SPIKE_MIN_HISTORY = 5
+
+
+@dataclass
+class AttentionStats:
+    """Sums over the attentions seen by one :meth:`AttentionProbe.record`.
+
+    ``gate_saturation``: the fraction of sigmoid attention values (ODConv/FMDConv gates, CondConv
+    routing weights) below ``SATURATION_MARGIN`` or above ``1 - SATURATION_MARGIN``;
+    ``kernel_max_prob``: the mean over samples and layers of the largest kernel-softmax probability
+    (1/n uniform, 1 one-hot). Each is None when the model has no such attention.
+    """
+
+    saturated: int = 0
+    gates: int = 0
+    max_prob_sum: float = 0.0
+    softmaxes: int = 0
+
+    def add_gates(self, values: Tensor) -> None:
+        self.saturated += int(((values < SATURATION_MARGIN) | (values > 1 - SATURATION_MARGIN)).sum())
+        self.gates += values.numel()
+
+    def add_softmax(self, probabilities: Tensor) -> None:
+        self.max_prob_sum += float(probabilities.max(dim=1).values.sum())
+        self.softmaxes += probabilities.shape[0]
+
+    @property
+    def gate_saturation(self) -> float | None:
+        return self.saturated / self.gates if self.gates else None
+
+    @property
+    def kernel_max_prob(self) -> float | None:
+        return self.max_prob_sum / self.softmaxes if self.softmaxes else None
+
+    def as_record(self) -> dict[str, float]:
+        """The defined statistics, for a metrics record."""
+        values = {"gate_saturation": self.gate_saturation, "kernel_max_prob": self.kernel_max_prob}
+        return {name: value for name, value in values.items() if value is not None}
+
+
+class AttentionProbe:
+    """Measures the attentions of ``model``'s dynamic layers during the forward passes it records.
+
+    Forward hooks on the attention paths read their logits and apply the layer's temperatures as
+    the layer does; they are registered by :meth:`record` and removed when it ends.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.targets: list[tuple[nn.Module, DynamicConv2d | None]] = []
+        for module in model.modules():
+            if isinstance(module, DynamicConv2d):
+                self.targets += [(path, module) for path in (module.gate, module.kernel_path) if path]
+            elif isinstance(module, SharedRouting):
+                self.targets.append((module, None))
+
+    @property
+    def active(self) -> bool:
+        """Whether the model has any attention to measure."""
+        return bool(self.targets)
+
+    @contextlib.contextmanager
+    def record(self) -> Iterator[AttentionStats]:
+        """Collect the statistics of the forward passes run inside the ``with`` block."""
+        stats = AttentionStats()
+        handles = [
+            path.register_forward_hook(self._hook(stats, path, layer)) for path, layer in self.targets
+        ]
+        try:
+            yield stats
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    @staticmethod
+    def _hook(stats: AttentionStats, path: nn.Module, layer: DynamicConv2d | None) -> Any:
+        @torch.no_grad()
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            if isinstance(path, SharedRouting):  # already sigmoid weights
+                stats.add_gates(output.detach().float())
+            elif isinstance(path, KernelRouting):
+                stats.add_gates(torch.sigmoid(output.detach().float()))
+            elif isinstance(path, KernelMLP):
+                stats.add_softmax(torch.softmax(output.detach().float() / layer.kernel_temperature, dim=1))
+            elif isinstance(path, GateTrunk):
+                for name, logits in output.items():
+                    logits = logits.detach().float()
+                    if name == "kernel":
+                        stats.add_softmax(torch.softmax(logits / layer.kernel_temperature, dim=1))
+                    else:
+                        stats.add_gates(torch.sigmoid(logits / layer.gate_temperature))
+
+        return hook
+
+
+@dataclass
+class GradientSpikeDetector:
+    """Flags a gradient norm more than ``factor`` times the median of the last ``window`` norms.
+
+    Nothing is flagged before ``min_history`` norms have been seen. Non-finite norms always count
+    as spikes; they do not enter the running level.
+    """
+
+    factor: float = SPIKE_FACTOR
+    window: int = SPIKE_WINDOW
+    min_history: int = SPIKE_MIN_HISTORY
+    recent: deque[float] = field(default_factory=deque)
+
+    def update(self, norm: float) -> float | None:
+        """Record ``norm``; return the running level it jumped from if it is a spike, else None."""
+        level = statistics.median(self.recent) if len(self.recent) >= self.min_history else None
+        finite = math.isfinite(norm)
+        if finite:
+            self.recent.append(norm)
+            if len(self.recent) > self.window:
+                self.recent.popleft()
+        if level is not None and (not finite or norm > self.factor * level):
+            return level
+        return None
+
+
+def global_grad_norm(parameters: Any) -> Tensor:
+    """The L2 norm of all gradients of ``parameters`` together (a 0-d tensor)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
