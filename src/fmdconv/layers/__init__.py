@@ -13,7 +13,7 @@ from fmdconv.layers.dynamic_conv import (
     set_formulation,
 )
 from fmdconv.layers.dynamic_linear import DynamicLinear
-from fmdconv.layers.factory import CONV_KINDS, conv_type, create_conv2d
+from fmdconv.layers.factory import CONV_KINDS, KERNEL_MIXTURES, conv_type, create_conv2d
 from fmdconv.layers.feature_attention import (
     CBAM,
     ECA,
@@ -41,6 +41,7 @@ __all__ = [
     "ECA",
     "FEATURE_ATTENTIONS",
     "FORMULATIONS",
+    "KERNEL_MIXTURES",
     "CondConv2d",
     "ConstantTemperature",
     "DCDAttention",
