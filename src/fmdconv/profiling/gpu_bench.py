@@ -215,12 +215,8 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
 
 
 def _environment(device: torch.device) -> dict[str, Any]:
-    try:
-        import triton
+    from fmdconv.layers.triton_conv import triton_version  # imports Triton: only when asked
 
-        triton_version: str | None = triton.__version__
-    except ImportError:
-        triton_version = None
     return {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name(device)
@@ -228,7 +224,7 @@ def _environment(device: torch.device) -> dict[str, Any]:
         else platform.processor() or "cpu",
         "device_type": device.type,
         "torch": torch.__version__,
-        "triton": triton_version,
+        "triton": triton_version(),
         "python": platform.python_version(),
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
