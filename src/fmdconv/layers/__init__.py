@@ -1,7 +1,7 @@
 """Dynamic convolution layers: one core (:class:`DynamicConv2d`) and the four methods as presets,
 and DCD (:class:`DCDConv2d`) beside it."""
 
-from fmdconv.layers.attention import SharedRouting
+from fmdconv.layers.attention import ATTENTION_INITS, SharedRouting
 from fmdconv.layers.dcd import DCD_ATTENTION_NAMES, DCDAttention, DCDConv2d
 from fmdconv.layers.dynamic_conv import (
     ATTENTION_NAMES,
@@ -34,6 +34,7 @@ from fmdconv.layers.temperature import (
 )
 
 __all__ = [
+    "ATTENTION_INITS",
     "ATTENTION_NAMES",
     "CBAM",
     "CONV_KINDS",
