@@ -42,9 +42,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from fmdconv.data import build_dataset, build_loader, dataset_info
 from fmdconv.layers import (
-    DynamicConv2d,
+    KERNEL_MIXTURES,
     TemperatureScheduler,
-    conv_type,
     disabled_attentions,
     restore_disabled_attentions,
 )
@@ -237,7 +236,7 @@ def build_model(recipe: Recipe) -> nn.Module:
     """The recipe's backbone, sized for its dataset's classes and channels."""
     info = dataset_info(recipe.dataset)
     # attention_init concerns the temperature-scaled attentions of DynamicConv2d (cond, dy, od, fmd).
-    uses_init = issubclass(conv_type(recipe.conv), DynamicConv2d)
+    uses_init = recipe.conv in KERNEL_MIXTURES
     dynamic_options = {"attention_init": recipe.attention_init} if uses_init else {}
     return create_model(
         recipe.model,
