@@ -148,8 +148,5 @@ class GradientSpikeDetector:
 
 
 def global_grad_norm(parameters: Any) -> Tensor:
-    """The L2 norm of all gradients of ``parameters`` together (a 0-d tensor)."""
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads:
-        return torch.zeros(())
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+    """The L2 norm of all gradients of ``parameters`` together (a 0-d tensor; 0 without gradients)."""
+    return nn.utils.get_total_norm([p.grad for p in parameters if p.grad is not None])
