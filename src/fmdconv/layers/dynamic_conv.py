@@ -29,14 +29,18 @@ from fmdconv.layers.formulations import (
     scale_channels,
     select_formulation,
 )
-from fmdconv.layers.helpers import PADDING_MODES, IntPair, PaddingArg, resolve_padding, to_pair
+from fmdconv.layers.helpers import (
+    PADDING_MODES,
+    IntPair,
+    PaddingArg,
+    check_int,
+    is_int_at_least,
+    is_number,
+    resolve_padding,
+    to_pair,
+)
 
 ATTENTION_NAMES = ("input", "output", "spatial", "kernel")
-
-
-def _is_number(value: object) -> bool:
-    """An int or float that is not a bool (``True`` is an int to Python, not a setting)."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -142,15 +146,14 @@ class DynamicConv2d(nn.Module):
         spec = self.spec
         check_attention_init(attention_init, name)
         for arg, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not is_int_at_least(value, 1):
                 raise ValueError(f"{name}: {arg} must be a positive int, got {value!r}")
         if in_channels % groups or out_channels % groups:
             raise ValueError(
                 f"{name}: groups={groups} must divide in_channels={in_channels} "
                 f"and out_channels={out_channels}"
             )
-        if not isinstance(kernel_num, int) or isinstance(kernel_num, bool) or kernel_num < 1:
-            raise ValueError(f"{name}: kernel_num must be an int >= 1, got {kernel_num!r}")
+        check_int(name, "kernel_num", kernel_num)
         if not isinstance(shared_routing, bool):
             raise ValueError(f"{name}: shared_routing must be True or False, got {shared_routing!r}")
         if shared_routing and spec.kernel_source != "routing":
@@ -173,11 +176,10 @@ class DynamicConv2d(nn.Module):
         hidden_ratio = 0.25 if hidden_ratio is None else hidden_ratio
         hidden_extra = 1 if hidden_extra is None else hidden_extra
         for option, value in (("reduction", reduction), ("hidden_ratio", hidden_ratio)):
-            if not _is_number(value) or not 0 < value <= 1:
+            if not is_number(value) or not 0 < value <= 1:
                 raise ValueError(f"{name}: {option} must be a number in (0, 1], got {value!r}")
-        for option, value, minimum in (("min_channels", min_channels, 1), ("hidden_extra", hidden_extra, 0)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise ValueError(f"{name}: {option} must be an int >= {minimum}, got {value!r}")
+        check_int(name, "min_channels", min_channels)
+        check_int(name, "hidden_extra", hidden_extra, minimum=0)
 
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -224,7 +226,7 @@ class DynamicConv2d(nn.Module):
         ):
             if default is not None:
                 value = default if value is None else value
-                if not _is_number(value) or not value > 0:
+                if not is_number(value) or not value > 0:
                     raise ValueError(f"{name}: {buffer_name} must be a number > 0, got {value!r}")
                 self.register_buffer(buffer_name, torch.tensor(float(value), **factory))
         self.reset_parameters()

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from fmdconv.layers.dcd import DCDConv2d
 from fmdconv.layers.dynamic_conv import DynamicConv2d
 from fmdconv.layers.factory import create_conv2d
+from fmdconv.layers.helpers import is_int_at_least
 
 
 class DynamicLinear(nn.Module):
@@ -44,7 +45,7 @@ class DynamicLinear(nn.Module):
         if kind == "static":
             raise ValueError("DynamicLinear: kind must be a dynamic method (cond, dy, od, fmd), got 'static'")
         for arg, value in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not is_int_at_least(value, 1):
                 raise ValueError(f"DynamicLinear: {arg} must be a positive int, got {value!r}")
         self.in_features = in_features
         self.out_features = out_features
