@@ -543,10 +543,18 @@ def to_markdown(results: dict[str, Any]) -> str:
 
 
 def write_results(results: dict[str, Any], directory: str | Path, stem: str = "cpu") -> tuple[Path, Path]:
-    """Write ``<stem>.json`` and ``<stem>.md`` in ``directory``, each replaced atomically."""
+    """Write ``<stem>.json`` and ``<stem>.md`` (:func:`to_markdown`) in ``directory``, each atomically."""
+    return write_result_files(results, to_markdown(results), directory, stem)
+
+
+def write_result_files(
+    results: dict[str, Any], markdown: str, directory: str | Path, stem: str
+) -> tuple[Path, Path]:
+    """Write ``results`` as ``<stem>.json`` and ``markdown`` as ``<stem>.md`` in ``directory``, each
+    replaced atomically; the benchmarks' common output (CPU here, GPU in :mod:`.gpu_bench`)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     json_path, markdown_path = directory / f"{stem}.json", directory / f"{stem}.md"
     write_text_atomic(json_path, json.dumps(results, indent=2) + "\n")
-    write_text_atomic(markdown_path, to_markdown(results))
+    write_text_atomic(markdown_path, markdown)
     return json_path, markdown_path
