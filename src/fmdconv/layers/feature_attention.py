@@ -26,8 +26,6 @@ from torch import Tensor, nn
 
 from fmdconv.layers.helpers import check_int, is_int_at_least
 
-FEATURE_ATTENTIONS: tuple[str, ...] = ("se", "cbam", "eca")
-
 
 def _reduced(channels: int, reduction: int, name: str) -> int:
     if not is_int_at_least(channels, 1):
@@ -108,6 +106,7 @@ FEATURE_ATTENTION_TYPES: dict[str, Callable[[int], nn.Module]] = {
     "cbam": CBAM,
     "eca": ECA,
 }
+FEATURE_ATTENTIONS: tuple[str, ...] = tuple(FEATURE_ATTENTION_TYPES)
 
 
 def create_feature_attention(name: str, channels: int) -> nn.Module:
