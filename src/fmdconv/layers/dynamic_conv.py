@@ -372,6 +372,17 @@ class DynamicConv2d(nn.Module):
                 f"got {kernel_attention.device}"
             )
 
+    def normalise_gate(self, logits: Tensor) -> Tensor:
+        """A sigmoid gate (input, output, spatial) from its logits: ``sigmoid(logits / gate_temperature)``."""
+        return torch.sigmoid(logits / self.gate_temperature)
+
+    def normalise_kernel(self, logits: Tensor) -> Tensor:
+        """The kernel attention (B, n) from its logits: a softmax at the kernel temperature, or
+        CondConv's sigmoid routing (``spec.kernel_activation``)."""
+        if self.spec.kernel_activation == "softmax":
+            return F.softmax(logits / self.kernel_temperature, dim=1)
+        return torch.sigmoid(logits)
+
     def _attentions(self, x: Tensor, kernel_attention: Tensor | None = None) -> dict[str, Tensor]:
         attentions: dict[str, Tensor] = {}
         kernel_logits = None
@@ -382,16 +393,13 @@ class DynamicConv2d(nn.Module):
                     if name == "kernel":
                         kernel_logits = logits
                     else:
-                        attentions[name] = torch.sigmoid(logits / self.gate_temperature)
+                        attentions[name] = self.normalise_gate(logits)
             if self.kernel_path is not None:
                 kernel_logits = self.kernel_path(pooled)
         if kernel_attention is not None:
             attentions["kernel"] = kernel_attention
         elif kernel_logits is not None:
-            if self.spec.kernel_activation == "softmax":
-                attentions["kernel"] = F.softmax(kernel_logits / self.kernel_temperature, dim=1)
-            else:
-                attentions["kernel"] = torch.sigmoid(kernel_logits)
+            attentions["kernel"] = self.normalise_kernel(kernel_logits)
         if "spatial" in attentions:
             attentions["spatial"] = attentions["spatial"].view(-1, *self.kernel_size)
         for name in self.disabled_attentions:
