@@ -522,9 +522,12 @@ def restore_disabled_attentions(model: nn.Module, disabled: Mapping[str, Sequenc
     layers = {name: m for name, m in model.named_modules() if isinstance(m, DynamicConv2d)}
     unknown = sorted(set(disabled) - set(layers))
     if unknown:
-        raise ValueError(f"no dynamic layer named {', '.join(unknown)} in the model")
+        raise ValueError(f"disabled names no dynamic layer of the model: {', '.join(unknown)}")
     for name, layer in layers.items():
         names = set(disabled.get(name, ()))
         if names - set(ATTENTION_NAMES):
-            raise ValueError(f"{name}: unknown attention(s) {sorted(names - set(ATTENTION_NAMES))}")
+            raise ValueError(
+                f"disabled[{name!r}]: unknown attention(s) {sorted(names - set(ATTENTION_NAMES))}; "
+                f"accepted: {', '.join(ATTENTION_NAMES)}"
+            )
         layer.disabled_attentions = names
