@@ -45,10 +45,12 @@ class AttentionStats:
     softmaxes: int = 0
 
     def add_gates(self, values: Tensor) -> None:
+        """Count the sigmoid attention ``values`` (any shape) and how many of them are saturated."""
         self.saturated += int(((values < SATURATION_MARGIN) | (values > 1 - SATURATION_MARGIN)).sum())
         self.gates += values.numel()
 
     def add_softmax(self, probabilities: Tensor) -> None:
+        """Add the largest probability of each sample's kernel softmax, ``probabilities`` (B, n)."""
         self.max_prob_sum += float(probabilities.max(dim=1).values.sum())
         self.softmaxes += probabilities.shape[0]
 

@@ -123,6 +123,7 @@ class EpochHealth:
     attentions: dict[str, float] = field(default_factory=dict)
 
     def add(self, norm: float) -> None:
+        """Record one step's gradient norm (a non-finite one makes the maxima infinite)."""
         self.last_norm = norm
         self.epoch_max = max(self.epoch_max, norm) if math.isfinite(norm) else math.inf
         self.interval_max = max(self.interval_max, norm) if math.isfinite(norm) else math.inf
