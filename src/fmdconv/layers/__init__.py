@@ -1,5 +1,5 @@
 """Dynamic convolution layers: one core (:class:`DynamicConv2d`) and the four methods as presets,
-and DCD (:class:`DCDConv2d`) beside it."""
+DCD (:class:`DCDConv2d`) beside it, and the feature attentions they are compared with (SE, CBAM, ECA)."""
 
 from fmdconv.layers.attention import ATTENTION_INITS, SharedRouting
 from fmdconv.layers.dcd import DCD_ATTENTION_NAMES, DCDAttention, DCDConv2d
