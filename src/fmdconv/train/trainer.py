@@ -236,7 +236,7 @@ def seed_everything(seed: int) -> None:
 def build_model(recipe: Recipe) -> nn.Module:
     """The recipe's backbone, sized for its dataset's classes and channels."""
     info = dataset_info(recipe.dataset)
-    # attention_init concerns the temperature-scaled attentions of DynamicConv2d (cond, dy, od, fmd).
+    # attention_init initialises the attention paths of the kernel mixtures (cond, dy, od, fmd).
     uses_init = recipe.conv in KERNEL_MIXTURES
     dynamic_options = {"attention_init": recipe.attention_init} if uses_init else {}
     return create_model(
