@@ -46,12 +46,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from fmdconv.layers import DynamicConv2d
+from fmdconv.layers import KERNEL_MIXTURES, DynamicConv2d
 from fmdconv.models import create_model
 from fmdconv.utils.devices import resolve_device
 from fmdconv.utils.io import write_text_atomic
 
-DYNAMIC_KINDS = ("cond", "dy", "od", "fmd")
 # "cpu": the calling thread's CPU time, which other processes cannot inflate; exact with 1 thread only.
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.thread_time}
 
@@ -85,7 +84,7 @@ class Variant:
 STATIC = Variant("static")
 ALL_VARIANTS: tuple[Variant, ...] = (
     STATIC,
-    *(Variant(kind, n, naive) for n in (1, 4) for naive in (False, True) for kind in DYNAMIC_KINDS),
+    *(Variant(kind, n, naive) for n in (1, 4) for naive in (False, True) for kind in KERNEL_MIXTURES),
 )
 
 
