@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from fmdconv import FMDConv2d, ODConv2d, create_model, set_formulation, set_temperature
+from fmdconv.layers.triton_conv import triton_version
 
 START = time.perf_counter()
 FORMULATIONS = ("triton", "mixed", "grouped", "auto")
@@ -200,9 +201,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
-    import triton
-
-    log(f"device {name}, torch {torch.__version__}, triton {triton.__version__}")
+    log(f"device {name}, torch {torch.__version__}, triton {triton_version()}")
     batch, size = (2, 32) if args.smoke else (64, 224)
     sections = [
         ("exactness", lambda: check_exactness(device, args.smoke)),

@@ -3,9 +3,6 @@ the backbones' layout and the seed table's parameter counts."""
 
 from __future__ import annotations
 
-import io
-import warnings
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,6 +12,7 @@ from fmdconv import DCDConv2d, DynamicLinear, create_conv2d
 from fmdconv.models import create_model
 from fmdconv.models.conv_factory import dcd_mobilenet_v2_latent
 from fmdconv.profiling import profile
+from onnx_check import assert_onnx_matches_at_other_batch_sizes
 
 
 def _norm_affine(norm: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
@@ -158,7 +156,7 @@ def test_dynamic_linear_is_the_dcd_classifier():
 
 
 def test_onnx_export_runs_at_another_batch_size():
-    onnxruntime = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     model = nn.Sequential(
         DCDConv2d(3, 8, 3, padding=1, pool_size=2),
@@ -169,25 +167,7 @@ def test_onnx_export_runs_at_another_batch_size():
         nn.Flatten(),
         DynamicLinear(16, 4, kind="dcd", latent_dim=4, squeeze_channels=4),
     ).eval()
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (torch.randn(2, 3, 12, 12),),
-            buffer,
-            dynamo=False,
-            input_names=["images"],
-            output_names=["logits"],
-            dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
-        )
-    session = onnxruntime.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
-    for batch in (5, 1):
-        x = torch.randn(batch, 3, 12, 12)
-        (onnx_out,) = session.run(None, {"images": x.numpy()})
-        with torch.no_grad():
-            expected = model(x)
-        torch.testing.assert_close(torch.from_numpy(onnx_out), expected, atol=1e-5, rtol=1e-4)
+    assert_onnx_matches_at_other_batch_sizes(model, (3, 12, 12))
 
 
 def _params(model: nn.Module) -> int:

@@ -1,8 +1,8 @@
 """fmdconv: dynamic convolution for PyTorch (FMDConv, ODConv, DyConv, CondConv).
 
 The layers are imported eagerly; the subpackages (``models``, ``data``, ``train``, ``metrics``,
-``profiling``, ``explain``, ``viz``, ``compat``) load on first access, so ``import fmdconv`` stays
-light (no matplotlib, no TensorBoard).
+``profiling``, ``explain``, ``viz``, ``compat``) and the ``allocator`` module load on first access,
+so ``import fmdconv`` stays light (no matplotlib, no TensorBoard).
 """
 
 from __future__ import annotations

@@ -14,14 +14,8 @@ from __future__ import annotations
 
 import argparse
 
-from fmdconv.cli.train import (
-    add_device_argument,
-    add_recipe_arguments,
-    output_folder,
-    recipe_from_args,
-    recipe_overrides,
-    report_errors,
-)
+from fmdconv.cli._arguments import add_device_argument, output_folder
+from fmdconv.cli.train import add_recipe_arguments, recipe_from_args, recipe_overrides, report_errors
 from fmdconv.explain.ablation import FACTORS, REPORT_FILE, ablate, markdown_table
 
 

@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fmdconv.cli.train import add_device_argument, number_at_least, output_folder
+from fmdconv.cli._arguments import add_device_argument, number_at_least, output_folder
 from fmdconv.profiling import bench, gpu_bench
 
 DEFAULT_OUT = Path("benchmarks/results")

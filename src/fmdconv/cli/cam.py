@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from fmdconv.cli.train import output_file, report_errors
+from fmdconv.cli._arguments import output_file
+from fmdconv.cli.train import report_errors
 from fmdconv.explain import (
     ImageBatch,
     default_target_layer,

@@ -5,15 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fmdconv.cli.train import (
-    DEFAULT_RECIPE,
-    add_device_argument,
-    add_recipe_arguments,
-    int_at_least,
-    output_folder,
-    recipe_from_args,
-    report_errors,
-)
+from fmdconv.cli._arguments import add_device_argument, int_at_least, output_folder
+from fmdconv.cli.train import DEFAULT_RECIPE, add_recipe_arguments, recipe_from_args, report_errors
 from fmdconv.models import METHODS
 from fmdconv.train.compare import DEFAULT_METHODS, compare, markdown_table
 

@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from fmdconv.cli.train import add_device_argument, int_at_least, report_errors
+from fmdconv.cli._arguments import add_device_argument, int_at_least
+from fmdconv.cli.train import report_errors
 from fmdconv.data import build_loader
 from fmdconv.profiling import measure_speed
 from fmdconv.train.recipe import PRECISIONS

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fmdconv.cli.train import add_device_argument, int_at_least
+from fmdconv.cli._arguments import add_device_argument, int_at_least
 from fmdconv.models import KERNEL_MIXTURES, METHODS, create_model, list_models, method_options
 from fmdconv.profiling import MODES, ModelProfile, SpeedResult, measure_speed, profile
 

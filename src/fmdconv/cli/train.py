@@ -1,24 +1,24 @@
 """``fmdconv train``: train a model from a recipe, with flags that override single settings.
 
 Every field of :class:`~fmdconv.train.Recipe` has a flag (``kernel_num`` -> ``--kernel-num``);
-the helpers here are shared with ``fmdconv compare``.
+the recipe helpers here are shared with ``fmdconv compare`` and ``fmdconv ablate``, the flag parsers
+of :mod:`fmdconv.cli._arguments` with every command.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from fmdconv.cli._arguments import add_device_argument, output_folder
 from fmdconv.data import DatasetFormatError, DatasetNotFoundError
 from fmdconv.train.checkpoint import LAST_CHECKPOINT, load_checkpoint
 from fmdconv.train.recipe import Recipe, load_recipe, packaged_recipes, recipe_field_types
 from fmdconv.train.trainer import train
-from fmdconv.utils.devices import resolve_device
 
 DEFAULT_RECIPE = "fashion_mnist"
 EXIT_USAGE = 2
@@ -33,68 +33,6 @@ def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 
     parse_optional.__name__ = parse.__name__  # argparse names the type in its error messages
     return parse_optional
-
-
-def int_at_least(minimum: int) -> Callable[[str], int]:
-    """A flag parser for ints >= ``minimum``."""
-
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be an int >= {minimum}, got {value}")
-        return value
-
-    parse.__name__ = "int"  # argparse names the type in its error messages
-    return parse
-
-
-def number_at_least(minimum: float) -> Callable[[str], float]:
-    """A flag parser for numbers >= ``minimum``."""
-
-    def parse(text: str) -> float:
-        value = float(text)
-        if not value >= minimum:
-            raise argparse.ArgumentTypeError(f"must be a number >= {minimum:g}, got {text}")
-        return value
-
-    parse.__name__ = "number"  # argparse names the type in its error messages
-    return parse
-
-
-def device_name(text: str) -> str:
-    """A flag parser for ``--device``: a device this machine has (``auto``: CUDA if available)."""
-    try:
-        resolve_device(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    return text
-
-
-def _writable_place(path: Path) -> None:
-    """Raise ArgumentTypeError unless ``path`` (a folder, existing or to be created) can be written in."""
-    if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{path} is a file, not a folder")
-    existing = next(folder for folder in (path, *path.parents) if folder.exists())
-    if not existing.is_dir():
-        raise argparse.ArgumentTypeError(f"cannot create {path}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise argparse.ArgumentTypeError(f"cannot write in {existing} (permission denied)")
-
-
-def output_folder(text: str) -> Path:
-    """A flag parser for an output folder: a folder, or a place where one can be created."""
-    path = Path(text).expanduser()
-    _writable_place(path)
-    return path
-
-
-def output_file(text: str) -> Path:
-    """A flag parser for an output file: not a folder, in a folder that exists or can be created."""
-    path = Path(text).expanduser()
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{path} is a folder; give a file name")
-    _writable_place(path.parent)
-    return path
 
 
 def add_recipe_arguments(
@@ -156,21 +94,6 @@ def report_errors(run: Callable[[argparse.Namespace], int]) -> Callable[[argpars
             return 130
 
     return guarded
-
-
-def add_device_argument(
-    parser: argparse.ArgumentParser, default: str | None = None, described: str | None = None
-) -> None:
-    """Add ``--device``, checked at parse time against the devices this machine has.
-
-    ``described``: what the help calls the default (by default ``default``, or "cuda if available").
-    """
-    parser.add_argument(
-        "--device",
-        type=device_name,
-        default=default,
-        help="cpu, cuda, cuda:1, ... (default: " + (described or default or "cuda if available") + ")",
-    )
 
 
 def default_out_dir(recipe: Recipe) -> Path:

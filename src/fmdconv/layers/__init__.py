@@ -1,7 +1,7 @@
 """Dynamic convolution layers: one core (:class:`DynamicConv2d`) and the four methods as presets,
-and DCD (:class:`DCDConv2d`) beside it."""
+DCD (:class:`DCDConv2d`) beside it, and the feature attentions they are compared with (SE, CBAM, ECA)."""
 
-from fmdconv.layers.attention import SharedRouting
+from fmdconv.layers.attention import ATTENTION_INITS, SharedRouting
 from fmdconv.layers.dcd import DCD_ATTENTION_NAMES, DCDAttention, DCDConv2d
 from fmdconv.layers.dynamic_conv import (
     ATTENTION_NAMES,
@@ -13,7 +13,7 @@ from fmdconv.layers.dynamic_conv import (
     set_formulation,
 )
 from fmdconv.layers.dynamic_linear import DynamicLinear
-from fmdconv.layers.factory import CONV_KINDS, conv_type, create_conv2d
+from fmdconv.layers.factory import CONV_KINDS, KERNEL_MIXTURES, conv_type, create_conv2d
 from fmdconv.layers.feature_attention import (
     CBAM,
     ECA,
@@ -34,6 +34,7 @@ from fmdconv.layers.temperature import (
 )
 
 __all__ = [
+    "ATTENTION_INITS",
     "ATTENTION_NAMES",
     "CBAM",
     "CONV_KINDS",
@@ -41,6 +42,7 @@ __all__ = [
     "ECA",
     "FEATURE_ATTENTIONS",
     "FORMULATIONS",
+    "KERNEL_MIXTURES",
     "CondConv2d",
     "ConstantTemperature",
     "DCDAttention",

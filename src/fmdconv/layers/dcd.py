@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fmdconv.layers.helpers import PADDING_MODES, IntPair, PaddingArg, resolve_padding, to_pair
+from fmdconv.layers.helpers import PADDING_MODES, IntPair, PaddingArg, check_int, resolve_padding, to_pair
 
 DCD_ATTENTION_NAMES = ("scale", "phi")
 
@@ -41,12 +41,6 @@ DCD_ATTENTION_NAMES = ("scale", "phi")
 def _hard_sigmoid(value: Tensor) -> Tensor:
     """``relu6(v + 3) / 3``: the DCD code's hard sigmoid, in [0, 2] and 1 at 0."""
     return 2.0 * F.hardsigmoid(value)
-
-
-def _positive_int(name: str, layer: str, value: object, minimum: int = 1) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{layer}: {name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 class DCDAttention(nn.Module):
@@ -132,25 +126,25 @@ class DCDConv2d(nn.Module):
     ) -> None:
         super().__init__()
         name = type(self).__name__
-        _positive_int("in_channels", name, in_channels)
-        _positive_int("out_channels", name, out_channels)
+        check_int(name, "in_channels", in_channels)
+        check_int(name, "out_channels", out_channels)
         if groups != 1:
             raise ValueError(
                 f"{name}: groups must be 1 (the latent projections mix all channels), got {groups!r}"
             )
         if padding_mode not in PADDING_MODES:
             raise ValueError(f"{name}: padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
-        _positive_int("pool_size", name, pool_size)
+        check_int(name, "pool_size", pool_size)
         if fc_squeeze is not None and squeeze_channels is not None:
             raise ValueError(f"{name}: give fc_squeeze or squeeze_channels, not both")
         pooled_features = in_channels * pool_size * pool_size
         if latent_dim is None:
             latent_dim = max(1, math.isqrt(pooled_features))
-        _positive_int("latent_dim", name, latent_dim)
+        check_int(name, "latent_dim", latent_dim)
         if squeeze_channels is None:
-            fc_squeeze = 16 if fc_squeeze is None else _positive_int("fc_squeeze", name, fc_squeeze)
+            fc_squeeze = 16 if fc_squeeze is None else check_int(name, "fc_squeeze", fc_squeeze)
             squeeze_channels = max(4, max(pooled_features, latent_dim * latent_dim) // fc_squeeze)
-        _positive_int("squeeze_channels", name, squeeze_channels)
+        check_int(name, "squeeze_channels", squeeze_channels)
 
         self.in_channels = in_channels
         self.out_channels = out_channels

@@ -29,14 +29,18 @@ from fmdconv.layers.formulations import (
     scale_channels,
     select_formulation,
 )
-from fmdconv.layers.helpers import PADDING_MODES, IntPair, PaddingArg, resolve_padding, to_pair
+from fmdconv.layers.helpers import (
+    PADDING_MODES,
+    IntPair,
+    PaddingArg,
+    check_int,
+    is_int_at_least,
+    is_number,
+    resolve_padding,
+    to_pair,
+)
 
 ATTENTION_NAMES = ("input", "output", "spatial", "kernel")
-
-
-def _is_number(value: object) -> bool:
-    """An int or float that is not a bool (``True`` is an int to Python, not a setting)."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -142,15 +146,14 @@ class DynamicConv2d(nn.Module):
         spec = self.spec
         check_attention_init(attention_init, name)
         for arg, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not is_int_at_least(value, 1):
                 raise ValueError(f"{name}: {arg} must be a positive int, got {value!r}")
         if in_channels % groups or out_channels % groups:
             raise ValueError(
                 f"{name}: groups={groups} must divide in_channels={in_channels} "
                 f"and out_channels={out_channels}"
             )
-        if not isinstance(kernel_num, int) or isinstance(kernel_num, bool) or kernel_num < 1:
-            raise ValueError(f"{name}: kernel_num must be an int >= 1, got {kernel_num!r}")
+        check_int(name, "kernel_num", kernel_num)
         if not isinstance(shared_routing, bool):
             raise ValueError(f"{name}: shared_routing must be True or False, got {shared_routing!r}")
         if shared_routing and spec.kernel_source != "routing":
@@ -173,11 +176,10 @@ class DynamicConv2d(nn.Module):
         hidden_ratio = 0.25 if hidden_ratio is None else hidden_ratio
         hidden_extra = 1 if hidden_extra is None else hidden_extra
         for option, value in (("reduction", reduction), ("hidden_ratio", hidden_ratio)):
-            if not _is_number(value) or not 0 < value <= 1:
+            if not is_number(value) or not 0 < value <= 1:
                 raise ValueError(f"{name}: {option} must be a number in (0, 1], got {value!r}")
-        for option, value, minimum in (("min_channels", min_channels, 1), ("hidden_extra", hidden_extra, 0)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise ValueError(f"{name}: {option} must be an int >= {minimum}, got {value!r}")
+        check_int(name, "min_channels", min_channels)
+        check_int(name, "hidden_extra", hidden_extra, minimum=0)
 
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -224,7 +226,7 @@ class DynamicConv2d(nn.Module):
         ):
             if default is not None:
                 value = default if value is None else value
-                if not _is_number(value) or not value > 0:
+                if not is_number(value) or not value > 0:
                     raise ValueError(f"{name}: {buffer_name} must be a number > 0, got {value!r}")
                 self.register_buffer(buffer_name, torch.tensor(float(value), **factory))
         self.reset_parameters()
@@ -370,6 +372,17 @@ class DynamicConv2d(nn.Module):
                 f"got {kernel_attention.device}"
             )
 
+    def normalise_gate(self, logits: Tensor) -> Tensor:
+        """A sigmoid gate (input, output, spatial) from its logits: ``sigmoid(logits / gate_temperature)``."""
+        return torch.sigmoid(logits / self.gate_temperature)
+
+    def normalise_kernel(self, logits: Tensor) -> Tensor:
+        """The kernel attention (B, n) from its logits: a softmax at the kernel temperature, or
+        CondConv's sigmoid routing (``spec.kernel_activation``)."""
+        if self.spec.kernel_activation == "softmax":
+            return F.softmax(logits / self.kernel_temperature, dim=1)
+        return torch.sigmoid(logits)
+
     def _attentions(self, x: Tensor, kernel_attention: Tensor | None = None) -> dict[str, Tensor]:
         attentions: dict[str, Tensor] = {}
         kernel_logits = None
@@ -380,16 +393,13 @@ class DynamicConv2d(nn.Module):
                     if name == "kernel":
                         kernel_logits = logits
                     else:
-                        attentions[name] = torch.sigmoid(logits / self.gate_temperature)
+                        attentions[name] = self.normalise_gate(logits)
             if self.kernel_path is not None:
                 kernel_logits = self.kernel_path(pooled)
         if kernel_attention is not None:
             attentions["kernel"] = kernel_attention
         elif kernel_logits is not None:
-            if self.spec.kernel_activation == "softmax":
-                attentions["kernel"] = F.softmax(kernel_logits / self.kernel_temperature, dim=1)
-            else:
-                attentions["kernel"] = torch.sigmoid(kernel_logits)
+            attentions["kernel"] = self.normalise_kernel(kernel_logits)
         if "spatial" in attentions:
             attentions["spatial"] = attentions["spatial"].view(-1, *self.kernel_size)
         for name in self.disabled_attentions:
@@ -425,8 +435,11 @@ class DynamicConv2d(nn.Module):
         x, kernel_attention, unbatched = self._batched(x, kernel_attention)
         if x.shape[0] == 0:  # an empty batch gives an empty output, as nn.Conv2d does
             return x.new_empty(0, self.out_channels, *self._geometry.output_size(x.shape[-2], x.shape[-1]))
-        if x.device.type == "cpu" and torch.is_grad_enabled() and not torch.compiler.is_compiling():
-            allocator.keep_freed_memory_once()  # CPU training: no page faults for reused buffers
+        # CPU training keeps freed memory (no page faults for reused buffers); once that has been
+        # tried, one attribute read per call. Never traced while compiling.
+        compiling = torch.compiler.is_compiling()
+        if not compiling and not allocator.attempted and x.device.type == "cpu" and torch.is_grad_enabled():
+            allocator.keep_freed_memory_once()
         attentions = self._attentions(x, kernel_attention)
         on_maps: dict[str, Tensor] = {}
         if not self.fold_attentions:
@@ -509,9 +522,12 @@ def restore_disabled_attentions(model: nn.Module, disabled: Mapping[str, Sequenc
     layers = {name: m for name, m in model.named_modules() if isinstance(m, DynamicConv2d)}
     unknown = sorted(set(disabled) - set(layers))
     if unknown:
-        raise ValueError(f"no dynamic layer named {', '.join(unknown)} in the model")
+        raise ValueError(f"disabled names no dynamic layer of the model: {', '.join(unknown)}")
     for name, layer in layers.items():
         names = set(disabled.get(name, ()))
         if names - set(ATTENTION_NAMES):
-            raise ValueError(f"{name}: unknown attention(s) {sorted(names - set(ATTENTION_NAMES))}")
+            raise ValueError(
+                f"disabled[{name!r}]: unknown attention(s) {sorted(names - set(ATTENTION_NAMES))}; "
+                f"accepted: {', '.join(ATTENTION_NAMES)}"
+            )
         layer.disabled_attentions = names

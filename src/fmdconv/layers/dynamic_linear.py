@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from fmdconv.layers.dcd import DCDConv2d
 from fmdconv.layers.dynamic_conv import DynamicConv2d
 from fmdconv.layers.factory import create_conv2d
+from fmdconv.layers.helpers import is_int_at_least
 
 
 class DynamicLinear(nn.Module):
@@ -18,8 +19,9 @@ class DynamicLinear(nn.Module):
     CondConv (Yang et al., NeurIPS 2019) makes MobileNetV2's classifier dynamic this way. The layer
     is one 1x1 dynamic convolution of ``kind`` (``cond``, ``dy``, ``od``, ``fmd``), so it shares the
     attentions, temperatures and formulations of the convolutions; its parameters live in ``conv``.
-    With ``kind="dcd"`` it is DCD's dynamic classifier (``DYCls`` in the DCD code: a 1x1
-    :class:`~fmdconv.layers.DCDConv2d` with a bias, ``latent_dim=32``, ``squeeze_channels=32``).
+    With ``kind="dcd"`` it is a 1x1 :class:`~fmdconv.layers.DCDConv2d`: DCD's dynamic classifier
+    (``DYCls`` in the DCD code) with a bias and ``latent_dim=32, squeeze_channels=32``, the options
+    the backbones pass (:data:`fmdconv.models.conv_factory.DCD_CLASSIFIER_OPTIONS`).
 
     Args:
         in_features, out_features, bias, device, dtype: as nn.Linear.
@@ -42,9 +44,11 @@ class DynamicLinear(nn.Module):
     ) -> None:
         super().__init__()
         if kind == "static":
-            raise ValueError("DynamicLinear: kind must be a dynamic method (cond, dy, od, fmd), got 'static'")
+            raise ValueError(
+                "DynamicLinear: kind must be a dynamic method (cond, dy, od, fmd, dcd), got 'static'"
+            )
         for arg, value in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not is_int_at_least(value, 1):
                 raise ValueError(f"DynamicLinear: {arg} must be a positive int, got {value!r}")
         self.in_features = in_features
         self.out_features = out_features

@@ -7,6 +7,7 @@ from typing import Any
 from torch import nn
 
 from fmdconv.layers.dcd import DCDConv2d
+from fmdconv.layers.dynamic_conv import DynamicConv2d
 from fmdconv.layers.methods import CondConv2d, DyConv2d, FMDConv2d, ODConv2d
 
 CONV_TYPES: dict[str, type[nn.Module]] = {
@@ -18,6 +19,8 @@ CONV_TYPES: dict[str, type[nn.Module]] = {
     "dcd": DCDConv2d,
 }
 CONV_KINDS: tuple[str, ...] = tuple(CONV_TYPES)
+# The kinds that mix n kernels (DynamicConv2d): every dynamic kind but DCD.
+KERNEL_MIXTURES: tuple[str, ...] = tuple(k for k, cls in CONV_TYPES.items() if issubclass(cls, DynamicConv2d))
 
 
 def conv_type(kind: str) -> type[nn.Module]:

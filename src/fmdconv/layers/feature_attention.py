@@ -24,15 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-FEATURE_ATTENTIONS: tuple[str, ...] = ("se", "cbam", "eca")
+from fmdconv.layers.helpers import check_int, is_int_at_least
 
 
 def _reduced(channels: int, reduction: int, name: str) -> int:
-    if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
+    if not is_int_at_least(channels, 1):
         raise ValueError(f"{name}: channels must be a positive int, got {channels!r}")
-    if not isinstance(reduction, int) or isinstance(reduction, bool) or reduction < 1:
-        raise ValueError(f"{name}: reduction must be an int >= 1, got {reduction!r}")
-    return max(1, channels // reduction)
+    return max(1, channels // check_int(name, "reduction", reduction))
 
 
 def _check_map(x: Tensor, channels: int, name: str) -> None:
@@ -62,7 +60,7 @@ class CBAM(nn.Module):
     def __init__(self, channels: int, reduction: int = 16, spatial_kernel: int = 7) -> None:
         super().__init__()
         hidden = _reduced(channels, reduction, type(self).__name__)
-        if not isinstance(spatial_kernel, int) or spatial_kernel < 1 or spatial_kernel % 2 == 0:
+        if not is_int_at_least(spatial_kernel, 1) or spatial_kernel % 2 == 0:
             raise ValueError(f"CBAM: spatial_kernel must be an odd int >= 1, got {spatial_kernel!r}")
         self.channels = channels
         self.mlp = nn.Sequential(
@@ -92,7 +90,7 @@ class ECA(nn.Module):
         super().__init__()
         _reduced(channels, 1, type(self).__name__)
         kernel_size = eca_kernel_size(channels) if kernel_size is None else kernel_size
-        if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+        if not is_int_at_least(kernel_size, 1) or kernel_size % 2 == 0:
             raise ValueError(f"ECA: kernel_size must be an odd int >= 1, got {kernel_size!r}")
         self.channels = channels
         self.conv = nn.Conv1d(1, 1, kernel_size, padding=kernel_size // 2, bias=False)
@@ -108,6 +106,7 @@ FEATURE_ATTENTION_TYPES: dict[str, Callable[[int], nn.Module]] = {
     "cbam": CBAM,
     "eca": ECA,
 }
+FEATURE_ATTENTIONS: tuple[str, ...] = tuple(FEATURE_ATTENTION_TYPES)
 
 
 def create_feature_attention(name: str, channels: int) -> nn.Module:

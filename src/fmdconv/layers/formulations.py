@@ -429,7 +429,7 @@ def _signature(
         tuple(x.shape),
         x.dtype,
         x.is_contiguous(),
-        str(x.device),
+        x.device,
         torch.is_grad_enabled(),
         training,
         torch.get_autocast_dtype(x.device.type) if autocast else None,
@@ -454,14 +454,15 @@ def select_formulation(
     CUDA graph (a cached choice if there is one, else the rule).
     """
     kernel_num, out_channels = weight.shape[:2]
-    rule = choose_formulation(attentions, kernel_num, geometry, x.shape, out_channels)
     mixes = "kernel" in attentions and kernel_num > 1
     if is_exporting() or not benchmark_enabled(x.device) or ("spatial" not in attentions and not mixes):
-        return rule  # the last case: one static convolution plus scalings, nothing can beat it
+        # The last case: one static convolution plus scalings, nothing can beat it.
+        return choose_formulation(attentions, kernel_num, geometry, x.shape, out_channels)
     key = _signature(x, weight, bias, attentions, geometry, training)
     chosen = _chosen.get(key)
     if chosen is not None:
-        return chosen
+        return chosen  # the common case once measured: no rule to evaluate
+    rule = choose_formulation(attentions, kernel_num, geometry, x.shape, out_channels)
     if torch.compiler.is_compiling() or _capturing(x):
         return rule
     times = measure_formulations(x, weight, bias, attentions, geometry, candidate_formulations(attentions, x))

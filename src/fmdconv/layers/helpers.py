@@ -11,6 +11,23 @@ PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 PADDING_STRINGS = ("same", "valid")
 
 
+def is_int_at_least(value: object, minimum: int) -> bool:
+    """Whether ``value`` is an int of at least ``minimum`` (``True`` is an int to Python, not a count)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def is_number(value: object) -> bool:
+    """An int or float that is not a bool (``True`` is an int to Python, not a setting)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_int(owner: str, argument: str, value: object, minimum: int = 1) -> int:
+    """``value`` itself, or a ValueError saying ``owner: argument must be an int >= minimum``."""
+    if not is_int_at_least(value, minimum):
+        raise ValueError(f"{owner}: {argument} must be an int >= {minimum}, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
 def to_pair(value: IntPair, name: str, minimum: int = 1) -> tuple[int, int]:
     """Return ``value`` as a pair of ints, checking each is at least ``minimum``."""
     if isinstance(value, int) and not isinstance(value, bool):

@@ -58,6 +58,11 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
+def triton_version() -> str | None:
+    """The installed Triton's version, or None without Triton (for benchmark records)."""
+    return None if triton is None else triton.__version__
+
+
 def triton_available(x: Tensor) -> bool:
     """Whether the kernels run on ``x``: a CUDA tensor, or a CPU tensor under ``TRITON_INTERPRET=1``."""
     if triton is None:

@@ -17,11 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from fmdconv.layers import CONV_KINDS, DynamicConv2d, conv_type, create_conv2d
+from fmdconv.layers import KERNEL_MIXTURES, DynamicConv2d, create_conv2d
 from fmdconv.layers.attention import KernelMLP, KernelRouting
-
-# The kernel-mixture methods: DCD (DCDConv2d) has no n kernels to convert a static one into.
-DYNAMIC_KINDS = tuple(kind for kind in CONV_KINDS if issubclass(conv_type(kind), DynamicConv2d))
 
 
 def _matches(name: str, patterns: Sequence[str] | None) -> bool:
@@ -136,8 +133,8 @@ def convert(
         ValueError: ``conv`` not a dynamic kind, ``model`` itself a convolution (convert its parent,
             or build one with :func:`~fmdconv.layers.create_conv2d`), bad patterns or options.
     """
-    if conv not in DYNAMIC_KINDS:
-        raise ValueError(f"conv must be a dynamic kind; accepted: {', '.join(DYNAMIC_KINDS)}; got {conv!r}")
+    if conv not in KERNEL_MIXTURES:
+        raise ValueError(f"conv must be a dynamic kind; accepted: {', '.join(KERNEL_MIXTURES)}; got {conv!r}")
     if type(model) is nn.Conv2d:
         raise ValueError("model is itself an nn.Conv2d: convert the module that contains it")
     _check_patterns("include", include)

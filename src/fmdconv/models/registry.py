@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from fmdconv.layers import CONV_KINDS, DynamicConv2d, conv_type
+from fmdconv.layers import CONV_KINDS
 from fmdconv.layers.feature_attention import FEATURE_ATTENTIONS
 from fmdconv.models.conv_factory import ConvFactory
 from fmdconv.models.features import FeatureBackbone
@@ -62,7 +62,6 @@ MODELS: dict[str, Callable[..., FeatureBackbone]] = {
 
 # A "method" of the papers' tables: a convolution kind, or a feature attention on the static backbone.
 METHODS: tuple[str, ...] = (*CONV_KINDS, *FEATURE_ATTENTIONS)
-KERNEL_MIXTURES: tuple[str, ...] = tuple(k for k in CONV_KINDS if issubclass(conv_type(k), DynamicConv2d))
 
 
 def method_options(method: str) -> dict[str, str | None]:

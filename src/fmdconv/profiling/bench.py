@@ -46,12 +46,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from fmdconv.layers import DynamicConv2d
+from fmdconv.layers import KERNEL_MIXTURES, DynamicConv2d
 from fmdconv.models import create_model
 from fmdconv.utils.devices import resolve_device
 from fmdconv.utils.io import write_text_atomic
 
-DYNAMIC_KINDS = ("cond", "dy", "od", "fmd")
 # "cpu": the calling thread's CPU time, which other processes cannot inflate; exact with 1 thread only.
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.thread_time}
 
@@ -85,7 +84,7 @@ class Variant:
 STATIC = Variant("static")
 ALL_VARIANTS: tuple[Variant, ...] = (
     STATIC,
-    *(Variant(kind, n, naive) for n in (1, 4) for naive in (False, True) for kind in DYNAMIC_KINDS),
+    *(Variant(kind, n, naive) for n in (1, 4) for naive in (False, True) for kind in KERNEL_MIXTURES),
 )
 
 
@@ -543,10 +542,18 @@ def to_markdown(results: dict[str, Any]) -> str:
 
 
 def write_results(results: dict[str, Any], directory: str | Path, stem: str = "cpu") -> tuple[Path, Path]:
-    """Write ``<stem>.json`` and ``<stem>.md`` in ``directory``, each replaced atomically."""
+    """Write ``<stem>.json`` and ``<stem>.md`` (:func:`to_markdown`) in ``directory``, each atomically."""
+    return write_result_files(results, to_markdown(results), directory, stem)
+
+
+def write_result_files(
+    results: dict[str, Any], markdown: str, directory: str | Path, stem: str
+) -> tuple[Path, Path]:
+    """Write ``results`` as ``<stem>.json`` and ``markdown`` as ``<stem>.md`` in ``directory``, each
+    replaced atomically; the benchmarks' common output (CPU here, GPU in :mod:`.gpu_bench`)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     json_path, markdown_path = directory / f"{stem}.json", directory / f"{stem}.md"
     write_text_atomic(json_path, json.dumps(results, indent=2) + "\n")
-    write_text_atomic(markdown_path, to_markdown(results))
+    write_text_atomic(markdown_path, markdown)
     return json_path, markdown_path

@@ -16,7 +16,6 @@ that would start after it.
 
 from __future__ import annotations
 
-import json
 import platform
 import statistics
 import time
@@ -33,7 +32,7 @@ from torch import Tensor, nn
 
 from fmdconv.layers import formulations, set_formulation
 from fmdconv.models import create_model
-from fmdconv.utils.io import write_text_atomic
+from fmdconv.profiling.bench import write_result_files
 
 KINDS = ("static", "fmd", "od", "dy", "cond")
 ARCHS = ("resnet18", "resnet50")
@@ -215,12 +214,8 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
 
 
 def _environment(device: torch.device) -> dict[str, Any]:
-    try:
-        import triton
+    from fmdconv.layers.triton_conv import triton_version  # imports Triton: only when asked
 
-        triton_version: str | None = triton.__version__
-    except ImportError:
-        triton_version = None
     return {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name(device)
@@ -228,7 +223,7 @@ def _environment(device: torch.device) -> dict[str, Any]:
         else platform.processor() or "cpu",
         "device_type": device.type,
         "torch": torch.__version__,
-        "triton": triton_version,
+        "triton": triton_version(),
         "python": platform.python_version(),
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
@@ -357,10 +352,5 @@ def _memory_cell(row: dict[str, Any] | None) -> str:
 
 
 def write_gpu_results(results: dict[str, Any], out: str | Path, stem: str = "gpu") -> tuple[Path, Path]:
-    """Write ``<stem>.json`` and ``<stem>.md`` in ``out``, each replaced atomically."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    json_path, markdown_path = out / f"{stem}.json", out / f"{stem}.md"
-    write_text_atomic(json_path, json.dumps(results, indent=2) + "\n")
-    write_text_atomic(markdown_path, to_markdown(results))
-    return json_path, markdown_path
+    """Write ``<stem>.json`` and ``<stem>.md`` (:func:`to_markdown`) in ``out``, each atomically."""
+    return write_result_files(results, to_markdown(results), out, stem)

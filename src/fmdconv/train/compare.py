@@ -25,6 +25,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -37,6 +38,7 @@ from fmdconv.metrics import ies, rcs
 from fmdconv.models import METHODS, method_options
 from fmdconv.profiling import measure_speed, profile
 from fmdconv.train.checkpoint import LAST_CHECKPOINT, load_checkpoint
+from fmdconv.train.health import SATURATION_MARGIN, SPIKE_FACTOR
 from fmdconv.train.recipe import Recipe, recipe_differences
 from fmdconv.train.trainer import input_size, load_trained_model, train
 from fmdconv.utils.devices import resolve_device
@@ -152,10 +154,7 @@ def group_by_method(results: list[MethodResult]) -> list[list[MethodResult]]:
 
 def mean_std(values: list[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
-    mean = sum(values) / len(values)
-    if len(values) == 1:
-        return mean, 0.0
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def _percent(values: list[float]) -> str:
@@ -361,9 +360,9 @@ def write_report(
   conventions of `fmdconv.metrics`. Times are comparable only on the same machine.{scores_note}
 
 Training health (docs/training.md): the largest global gradient norm of a run and its gradient
-spikes (steps above 10x the recent level), the fraction of saturated sigmoid gates (< 0.01 or
-> 0.99) and the mean largest kernel-softmax probability (1/n uniform, 1 one-hot) at the last logged
-step, and the test top-1 after each epoch.
+spikes (steps above {SPIKE_FACTOR:g}x the recent level), the fraction of saturated sigmoid gates
+(< {SATURATION_MARGIN:g} or > {1 - SATURATION_MARGIN:g}) and the mean largest kernel-softmax
+probability (1/n uniform, 1 one-hot) at the last logged step, and the test top-1 after each epoch.
 
 {health_table(results)}
 

@@ -22,7 +22,6 @@ import torch
 from torch import Tensor, nn
 
 from fmdconv.layers import DynamicConv2d, SharedRouting
-from fmdconv.layers.attention import GateTrunk, KernelMLP, KernelRouting
 
 SATURATION_MARGIN = 0.01
 SPIKE_FACTOR = 10.0
@@ -46,10 +45,12 @@ class AttentionStats:
     softmaxes: int = 0
 
     def add_gates(self, values: Tensor) -> None:
+        """Count the sigmoid attention ``values`` (any shape) and how many of them are saturated."""
         self.saturated += int(((values < SATURATION_MARGIN) | (values > 1 - SATURATION_MARGIN)).sum())
         self.gates += values.numel()
 
     def add_softmax(self, probabilities: Tensor) -> None:
+        """Add the largest probability of each sample's kernel softmax, ``probabilities`` (B, n)."""
         self.max_prob_sum += float(probabilities.max(dim=1).values.sum())
         self.softmaxes += probabilities.shape[0]
 
@@ -70,8 +71,9 @@ class AttentionStats:
 class AttentionProbe:
     """Measures the attentions of ``model``'s dynamic layers during the forward passes it records.
 
-    Forward hooks on the attention paths read their logits and apply the layer's temperatures as
-    the layer does; they are registered by :meth:`record` and removed when it ends.
+    Forward hooks on the attention paths read their logits and normalise them with the layer's own
+    :meth:`~fmdconv.layers.DynamicConv2d.normalise_gate` / ``normalise_kernel``; they are registered
+    by :meth:`record` and removed when it ends.
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -91,9 +93,7 @@ class AttentionProbe:
     def record(self) -> Iterator[AttentionStats]:
         """Collect the statistics of the forward passes run inside the ``with`` block."""
         stats = AttentionStats()
-        handles = [
-            path.register_forward_hook(self._hook(stats, path, layer)) for path, layer in self.targets
-        ]
+        handles = [path.register_forward_hook(self._hook(stats, layer)) for path, layer in self.targets]
         try:
             yield stats
         finally:
@@ -101,22 +101,26 @@ class AttentionProbe:
                 handle.remove()
 
     @staticmethod
-    def _hook(stats: AttentionStats, path: nn.Module, layer: DynamicConv2d | None) -> Any:
+    def _hook(stats: AttentionStats, layer: DynamicConv2d | None) -> Any:
+        """A hook on one attention path of ``layer`` (None: a block's :class:`SharedRouting`); the
+        logits are normalised by the layer itself, as its forward does."""
+
+        def add(name: str, logits: Tensor) -> None:
+            logits = logits.detach().float()
+            if layer is None:  # SharedRouting: already sigmoid weights
+                stats.add_gates(logits)
+            elif name != "kernel":
+                stats.add_gates(layer.normalise_gate(logits))
+            elif layer.spec.kernel_activation == "softmax":
+                stats.add_softmax(layer.normalise_kernel(logits))
+            else:  # CondConv's sigmoid routing
+                stats.add_gates(layer.normalise_kernel(logits))
+
         @torch.no_grad()
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            if isinstance(path, SharedRouting):  # already sigmoid weights
-                stats.add_gates(output.detach().float())
-            elif isinstance(path, KernelRouting):
-                stats.add_gates(torch.sigmoid(output.detach().float()))
-            elif isinstance(path, KernelMLP):
-                stats.add_softmax(torch.softmax(output.detach().float() / layer.kernel_temperature, dim=1))
-            elif isinstance(path, GateTrunk):
-                for name, logits in output.items():
-                    logits = logits.detach().float()
-                    if name == "kernel":
-                        stats.add_softmax(torch.softmax(logits / layer.kernel_temperature, dim=1))
-                    else:
-                        stats.add_gates(torch.sigmoid(logits / layer.gate_temperature))
+            # A GateTrunk returns one logit tensor per head; a kernel path, the kernel logits.
+            for name, logits in output.items() if isinstance(output, dict) else [("kernel", output)]:
+                add(name, logits)
 
         return hook
 
@@ -148,8 +152,5 @@ class GradientSpikeDetector:
 
 
 def global_grad_norm(parameters: Any) -> Tensor:
-    """The L2 norm of all gradients of ``parameters`` together (a 0-d tensor)."""
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads:
-        return torch.zeros(())
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+    """The L2 norm of all gradients of ``parameters`` together (a 0-d tensor; 0 without gradients)."""
+    return nn.utils.get_total_norm([p.grad for p in parameters if p.grad is not None])

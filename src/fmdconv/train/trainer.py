@@ -42,9 +42,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from fmdconv.data import build_dataset, build_loader, dataset_info
 from fmdconv.layers import (
-    DynamicConv2d,
+    KERNEL_MIXTURES,
     TemperatureScheduler,
-    conv_type,
     disabled_attentions,
     restore_disabled_attentions,
 )
@@ -124,6 +123,7 @@ class EpochHealth:
     attentions: dict[str, float] = field(default_factory=dict)
 
     def add(self, norm: float) -> None:
+        """Record one step's gradient norm (a non-finite one makes the maxima infinite)."""
         self.last_norm = norm
         self.epoch_max = max(self.epoch_max, norm) if math.isfinite(norm) else math.inf
         self.interval_max = max(self.interval_max, norm) if math.isfinite(norm) else math.inf
@@ -236,8 +236,8 @@ def seed_everything(seed: int) -> None:
 def build_model(recipe: Recipe) -> nn.Module:
     """The recipe's backbone, sized for its dataset's classes and channels."""
     info = dataset_info(recipe.dataset)
-    # attention_init concerns the temperature-scaled attentions of DynamicConv2d (cond, dy, od, fmd).
-    uses_init = issubclass(conv_type(recipe.conv), DynamicConv2d)
+    # attention_init initialises the attention paths of the kernel mixtures (cond, dy, od, fmd).
+    uses_init = recipe.conv in KERNEL_MIXTURES
     dynamic_options = {"attention_init": recipe.attention_init} if uses_init else {}
     return create_model(
         recipe.model,
