@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import math
 
 import pytest
 import torch
@@ -123,3 +124,33 @@ def test_factor_values_defaults_and_validation() -> None:
     for arguments, message in bad:
         with pytest.raises(ValueError, match=message):
             ablation_values(*arguments)
+
+
+def test_ablate_with_seeds_trains_each_seed_and_reports_mean_and_std(tmp_path, capsys) -> None:
+    flags = ["--factor", "attentions", "--values", "all", "none", "--seeds", "2", "--seed", "5"]
+    assert main(["ablate", *flags, "--out", str(tmp_path), *TINY_FLAGS]) == 0
+    printed = capsys.readouterr().out
+
+    summary = json.loads((tmp_path / "results.json").read_text())
+    assert summary["seeds"] == 2
+    runs = [(row["value"], row["seed"]) for row in summary["results"]]
+    assert runs == [("all", 5), ("all", 6), ("none", 5), ("none", 6)]
+    gate = "features.18.0.gate.heads.input.weight"  # switched off in the "none" runs: never updated
+    for seed in (5, 6):
+        saved = load_checkpoint(tmp_path / "runs" / "attentions-none" / f"seed{seed}" / LAST_CHECKPOINT)
+        torch.manual_seed(seed)  # each seed's model starts from that seed's initial weights
+        assert saved["recipe"]["seed"] == seed
+        assert torch.equal(saved["model"][gate], build_model(TINY).state_dict()[gate])
+
+    top1 = [row["top1"] for row in summary["results"][:2]]
+    mean, std = sum(top1) / 2, abs(top1[0] - top1[1]) / math.sqrt(2)
+    row = f"| all | {mean:.2%} ± {std * 100:.2f} |"
+    report = (tmp_path / "report.md").read_text()
+    assert row in report and row in printed and "| Attentions kept | Top-1 | Top-5 | Best top-1 |" in printed
+    assert "2 seeds per value (seed 5 on)" in report
+
+    with pytest.raises(SystemExit):
+        main(["ablate", "--factor", "temperature", "--seeds", "0", "--out", str(tmp_path)])
+    assert "--seeds: must be an int >= 1" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="seeds must be an int >= 1"):
+        ablate(TINY, "temperature", tmp_path, seeds=0, progress=False)

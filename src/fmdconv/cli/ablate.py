@@ -5,6 +5,7 @@ Examples::
     fmdconv ablate --factor temperature --out runs/ablate-temperature
     fmdconv ablate --factor kernel_num --values 1 2 4 --epochs 2 --out runs/ablate-n
     fmdconv ablate --factor attentions --values all input+output kernel --out runs/ablate-attn
+    fmdconv ablate --factor temperature --values 34 100 --seeds 3 --out runs/ablate-t-seeds
 
 Every recipe setting has a flag, as in ``fmdconv train``; the factor's own setting comes from
 ``--values`` (see docs/explain.md).
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from fmdconv.cli._arguments import add_device_argument, output_folder
+from fmdconv.cli._arguments import add_device_argument, int_at_least, output_folder
 from fmdconv.cli.train import add_recipe_arguments, recipe_from_args, recipe_overrides, report_errors
 from fmdconv.explain.ablation import FACTORS, REPORT_FILE, ablate, markdown_table
 
@@ -34,6 +35,7 @@ def run_ablate(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.no_progress,
         tensorboard=args.tensorboard,
+        seeds=args.seeds,
     )
     print(markdown_table(factor, results), end="")
     print(f"report: {args.out / REPORT_FILE}")
@@ -50,8 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "temperature (initial kernel temperature; default values 34 40 52 61 100, the FMDConv "
             "authors' study), kernel_num (default 1 2 4 8), schedule (kernel-temperature schedule: "
             "degraded constant step), attentions (attentions kept: all, none, or names joined by +, "
-            "e.g. input+output; default: all, each of the model's attentions alone, none). Runs already "
-            "in --out are resumed, finished ones reused."
+            "e.g. input+output; default: all, each of the model's attentions alone, none). With --seeds N "
+            "each value trains N times and the table shows mean ± std. Runs already in --out are "
+            "resumed, finished ones reused."
         ),
     )
     parser.add_argument("--factor", required=True, choices=list(FACTORS), help="what to vary")
@@ -62,7 +65,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out",
         type=output_folder,
         required=True,
-        help="report folder; runs go to OUT/runs/<factor>-<value>/",
+        help="report folder; runs go to OUT/runs/<factor>-<value>/ (with --seeds N > 1: .../seed<s>/)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int_at_least(1),
+        default=1,
+        help="runs per value, seeds --seed, --seed + 1, ...; the table shows mean ± std (default: 1)",
     )
     add_recipe_arguments(parser)
     add_device_argument(parser)

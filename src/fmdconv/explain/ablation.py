@@ -23,6 +23,12 @@ Factors (:data:`FACTORS`):
     training and evaluation. Checkpoints do not record this switch: evaluate such a checkpoint
     with the same attentions switched off.
 
+With ``seeds=N`` (N > 1) each value trains N times, with seeds ``recipe.seed`` ... ``recipe.seed + N - 1``,
+into ``out_dir/runs/<factor>-<value>/seed<seed>/``; for ``attentions`` each seed's model trains and
+is evaluated with the same attentions switched off. The table then shows top-1, top-5 and best top-1
+as mean ± sample standard deviation over the seeds (train time: mean), the plot the means, and
+``results.json`` every run with its seed, as ``fmdconv compare --seeds`` does.
+
 Conventions are those of ``fmdconv compare``: top-1 and top-5 are the final epoch's on the recipe's
 test split, train time per epoch is the mean wall time of the training part of an epoch. Runs already
 in ``out_dir`` are resumed (finished ones reused), so an interrupted ablation continues where it
@@ -31,6 +37,7 @@ stopped. Every file is written atomically.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import time
@@ -45,7 +52,15 @@ from fmdconv.explain.attention_cam import model_attentions
 from fmdconv.layers import ATTENTION_NAMES, set_attentions
 from fmdconv.layers.temperature import KERNEL_MODES
 from fmdconv.train.checkpoint import LAST_CHECKPOINT
-from fmdconv.train.compare import check_reusable, machine_description, recipe_summary
+from fmdconv.train.compare import (
+    check_reusable,
+    check_seeds,
+    machine_description,
+    mean_std,
+    percent_mean_std,
+    recipe_summary,
+    seed_run_dir,
+)
 from fmdconv.train.recipe import Recipe
 from fmdconv.train.trainer import Trainer, build_model, unwrap
 from fmdconv.utils.devices import resolve_device
@@ -149,7 +164,7 @@ FACTORS: dict[str, Factor] = {
 
 @dataclass(frozen=True)
 class AblationResult:
-    """The outcome of one value of the factor.
+    """The outcome of one run: one value of the factor, one seed.
 
     Attributes:
         value: the factor's value.
@@ -160,6 +175,7 @@ class AblationResult:
         run_seconds: wall time of the whole run, training and evaluation of every epoch (also when
             the run was finished earlier and is reused).
         run_dir: the run's folder (``last.pt``, ``best.pt``, ``metrics.jsonl``).
+        seed: the run's seed (``ablate(seeds=N)`` trains seeds ``recipe.seed`` ... ``+ N - 1``).
     """
 
     value: Value
@@ -171,6 +187,7 @@ class AblationResult:
     seconds_per_epoch: float
     run_seconds: float
     run_dir: str
+    seed: int
 
 
 def ablation_values(
@@ -243,8 +260,9 @@ def ablate(
     device: str | torch.device | None = None,
     progress: bool = True,
     tensorboard: bool = False,
+    seeds: int = 1,
 ) -> list[AblationResult]:
-    """Train ``recipe`` once per value of ``factor`` and write the report to ``out_dir``.
+    """Train ``recipe`` once per value of ``factor`` (and seed) and write the report to ``out_dir``.
 
     Args:
         recipe: the shared settings; the factor's own setting is replaced per run.
@@ -256,20 +274,25 @@ def ablate(
         device: where to train (default: CUDA if available).
         progress: draw progress bars and a line per run on stderr.
         tensorboard: also write TensorBoard scalars for each run.
+        seeds: runs per value, with seeds ``recipe.seed``, ``recipe.seed + 1``, ...; with more than
+            one, the runs go to ``out_dir/runs/<factor>-<value>/seed<seed>/`` and the table shows
+            mean ± standard deviation (``results.json`` keeps every run).
 
     Returns:
-        One :class:`AblationResult` per value, in order.
+        One :class:`AblationResult` per value and seed: values in order, each value's seeds in order.
     """
     spec, chosen = ablation_values(factor, recipe, values)
+    check_seeds(seeds)
     out_dir = Path(out_dir)
     torch_device = resolve_device(device)
     runs = [
         (
             value,
-            out_dir / "runs" / f"{spec.name}-{value}",
-            recipe if spec.setting is None else recipe.replace(**{spec.setting: value}),
+            seed_run_dir(out_dir / "runs" / f"{spec.name}-{value}", seed, seeds),
+            (recipe if spec.setting is None else recipe.replace(**{spec.setting: value})).replace(seed=seed),
         )
         for value in chosen
+        for seed in range(recipe.seed, recipe.seed + seeds)
     ]
     for _, run_dir, run_recipe in runs:
         check_reusable(run_dir, run_recipe)
@@ -277,7 +300,8 @@ def ablate(
     results = []
     for index, (value, run_dir, run_recipe) in enumerate(runs, 1):
         if progress:
-            print(f"[{index}/{len(chosen)}] {spec.name} = {value} -> {run_dir}", file=sys.stderr)
+            seed_note = f" (seed {run_recipe.seed})" if seeds > 1 else ""
+            print(f"[{index}/{len(runs)}] {spec.name} = {value}{seed_note} -> {run_dir}", file=sys.stderr)
         trainer = Trainer(
             run_recipe,
             run_dir,
@@ -303,6 +327,7 @@ def ablate(
                     record["train_seconds"] + record["eval_seconds"] for record in outcome.history
                 ),
                 run_dir=str(run_dir),
+                seed=run_recipe.seed,
             )
         )
     wall_seconds = time.perf_counter() - start
@@ -320,16 +345,32 @@ def _keep_attentions(model: torch.nn.Module, kept: str) -> None:
     set_attentions(unwrap(model), **{name: name in names for name in ATTENTION_NAMES})
 
 
+def group_by_value(results: Sequence[AblationResult]) -> list[list[AblationResult]]:
+    """The results grouped per value (one list per value, its seeds in order), values in order."""
+    return [list(group) for _, group in itertools.groupby(results, key=lambda result: result.value)]
+
+
 def markdown_table(factor: Factor, results: Sequence[AblationResult]) -> str:
-    """The results table in Markdown, one row per value."""
+    """The results table in Markdown, one row per value: mean ± std over its seeds where it has several.
+
+    With one seed the best top-1 shows the epoch reaching it; with several, mean ± std of the best
+    top-1 (no epoch). Train time per epoch: mean over the seeds.
+    """
+    groups = group_by_value(results)
+    single = all(len(group) == 1 for group in groups)
+    best_header = "Best top-1 (epoch)" if single else "Best top-1"
     lines = [
-        f"| {factor.label} | Top-1 | Top-5 | Best top-1 (epoch) | Train time / epoch |",
+        f"| {factor.label} | Top-1 | Top-5 | {best_header} | Train time / epoch |",
         "|---|---:|---:|---:|---:|",
     ]
-    for r in results:
+    for group in groups:
+        best = percent_mean_std([r.best_top1 for r in group])
+        if len(group) == 1:
+            best += f" ({group[0].best_epoch})"
+        seconds = mean_std([r.seconds_per_epoch for r in group])[0]
         lines.append(
-            f"| {r.value} | {r.top1:.2%} | {r.top5:.2%} | {r.best_top1:.2%} ({r.best_epoch}) | "
-            f"{r.seconds_per_epoch:.1f} s |"
+            f"| {group[0].value} | {percent_mean_std([r.top1 for r in group])} | "
+            f"{percent_mean_std([r.top5 for r in group])} | {best} | {seconds:.1f} s |"
         )
     return "\n".join(lines) + "\n"
 
@@ -342,14 +383,27 @@ def write_ablation_report(
     machine: str,
     wall_seconds: float,
 ) -> Path:
-    """Write ``ablation.png``, ``results.json`` and ``report.md`` to ``out_dir``; returns the report path."""
-    rows = [{factor.name: r.value, "top1": r.top1, "top5": r.top5} for r in results]
+    """Write ``ablation.png``, ``results.json`` and ``report.md`` to ``out_dir``; returns the report path.
+
+    The plot shows each value's mean over its seeds; ``results.json`` keeps every run.
+    """
+    groups = group_by_value(results)
+    seeds = max(len(group) for group in groups)
+    rows = [
+        {
+            factor.name: group[0].value,
+            "top1": mean_std([r.top1 for r in group])[0],
+            "top5": mean_std([r.top5 for r in group])[0],
+        }
+        for group in groups
+    ]
     plot_ablation(rows, factor.name, out_dir / PLOT_FILE, factor_label=factor.label)
     summary = {
         "factor": factor.name,
         "setting": factor.setting,
         "recipe": recipe.to_dict(),
         "results": [asdict(r) for r in results],
+        "seeds": seeds,
         "machine": machine,
         "wall_seconds": wall_seconds,
     }
@@ -358,6 +412,12 @@ def write_ablation_report(
     varied = (
         f"recipe setting `{factor.setting}`" if factor.setting else "attentions switched off in every layer"
     )
+    seeds_note = (
+        f"{seeds} seeds per value (seed {results[0].seed} on): mean ± standard deviation over seeds "
+        "(train time: mean; best top-1 without its epoch); the plot shows the means. "
+        if seeds > 1
+        else ""
+    )
     report = f"""# Ablation of {factor.label.lower()} on {recipe.dataset}
 
 Base recipe: {recipe_summary(recipe)}. Varied: {factor.label.lower()} ({varied}); everything else
@@ -365,7 +425,7 @@ equal. Machine: {machine}. Training and evaluation took {run_minutes:.1f} min in
 runs); this `fmdconv ablate` call took {wall_seconds / 60:.1f} min (finished runs are reused).
 
 {markdown_table(factor, results)}
-- Top-1 / top-5: final epoch, test split; best top-1 over the epochs with its epoch. Train time /
+- {seeds_note}Top-1 / top-5: final epoch, test split; best top-1 over the epochs with its epoch. Train time /
   epoch: mean wall time of the training part of an epoch (times compare only on one machine).
 
 ![Top-1 and top-5 against {factor.label.lower()}]({PLOT_FILE})

@@ -157,9 +157,21 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def _percent(values: list[float]) -> str:
+def percent_mean_std(values: list[float]) -> str:
+    """Proportions as a percentage: the value alone, or ``mean% ± std`` (in points) for several."""
     mean, std = mean_std(values)
     return f"{mean:.2%}" if len(values) == 1 else f"{mean:.2%} ± {std * 100:.2f}"
+
+
+def check_seeds(seeds: int) -> None:
+    """Raise a ValueError unless ``seeds`` (runs per setting) is an int >= 1."""
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be an int >= 1; got {seeds!r}")
+
+
+def seed_run_dir(run_dir: Path, seed: int, seeds: int) -> Path:
+    """The folder of one seed's run of a setting: ``run_dir`` for one seed, else ``run_dir/seed<seed>``."""
+    return run_dir / f"seed{seed}" if seeds > 1 else run_dir
 
 
 def mean_plot_row(group: list[MethodResult]) -> dict[str, Any]:
@@ -247,8 +259,8 @@ def markdown_table(results: list[MethodResult], latency_batch_size: int) -> str:
         latency = mean_std([g.latency_seconds for g in group])[0]
         lines.append(
             f"| {r.label} | {_millions(r.params)} | {_millions(r.macs)} | {row['time']:.1f} s | "
-            f"{latency * 1e3:.2f} ms | {_percent([g.top1 for g in group])} | "
-            f"{_percent([g.top5 for g in group])} | {ies_text} | {row['rcs']:.4f} |"
+            f"{latency * 1e3:.2f} ms | {percent_mean_std([g.top1 for g in group])} | "
+            f"{percent_mean_std([g.top5 for g in group])} | {ies_text} | {row['rcs']:.4f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -404,8 +416,7 @@ def compare(
         One :class:`MethodResult` per method and seed: methods in order, each method's seeds in order.
     """
     methods = check_methods(methods)
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ValueError(f"seeds must be an int >= 1; got {seeds!r}")
+    check_seeds(seeds)
     if (
         isinstance(latency_batch_size, bool)
         or not isinstance(latency_batch_size, int)
@@ -415,10 +426,7 @@ def compare(
     out_dir = Path(out_dir)
     torch_device = resolve_device(device)
     runs = [(method, recipe.seed + offset) for method in methods for offset in range(seeds)]
-    run_dirs = {
-        (method, seed): out_dir / "runs" / method / (f"seed{seed}" if seeds > 1 else "")
-        for method, seed in runs
-    }
+    run_dirs = {(method, seed): seed_run_dir(out_dir / "runs" / method, seed, seeds) for method, seed in runs}
     for (method, seed), run_dir in run_dirs.items():
         check_reusable(run_dir, method_recipe_of(recipe, method).replace(seed=seed))
     start = time.perf_counter()
