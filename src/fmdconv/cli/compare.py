@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Train the static baseline and CondConv, DyConv, ODConv and FMDConv (or --methods, which also "
             "accepts dcd and the feature attentions se, cbam, eca on the static backbone) with one "
-            f"recipe (default: {DEFAULT_RECIPE}, about 15 minutes on 2 CPU cores), then write report.md "
+            f"recipe (default: {DEFAULT_RECIPE}, about 10 minutes on 2 CPU cores), then write report.md "
             "(params, MACs, training time per epoch, latency, top-1, top-5, IES, RCS), results.json and "
             "PNG plots to --out. "
             "Running it again with the same --out resumes unfinished runs and reuses finished ones; a run "
