@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from fmdconv import allocator
+from fmdconv.utils import allocator
 
 FAULTS_PER_ALLOCATION = """
 import resource, sys, torch
-from fmdconv.allocator import keep_freed_memory
+from fmdconv.utils.allocator import keep_freed_memory
 applied = keep_freed_memory() if sys.argv[1] == "keep" else False
 def faults():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

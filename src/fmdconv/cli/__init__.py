@@ -2,8 +2,9 @@
 
 Each module of this package that defines ``register(subparsers)`` adds one sub-command; the
 function it registers with ``set_defaults(run=...)`` receives the parsed arguments and returns an
-exit code. The process keeps the memory it frees for reuse (:func:`fmdconv.allocator.keep_freed_memory`):
-a CPU training step then no longer spends as much time in the operating system as in arithmetic.
+exit code. The process keeps the memory it frees for reuse
+(:func:`fmdconv.utils.allocator.keep_freed_memory`): a CPU training step then no longer spends as
+much time in the operating system as in arithmetic.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 
-from fmdconv.allocator import keep_freed_memory
+from fmdconv.utils.allocator import keep_freed_memory
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fmdconv import allocator
 from fmdconv.layers.attention import GateTrunk, KernelMLP, KernelRouting, check_attention_init
 from fmdconv.layers.formulations import (
     CONVOLUTIONS,
@@ -39,6 +38,7 @@ from fmdconv.layers.helpers import (
     resolve_padding,
     to_pair,
 )
+from fmdconv.utils import allocator
 
 ATTENTION_NAMES = ("input", "output", "spatial", "kernel")
 
