@@ -61,6 +61,13 @@ def test_temperature_ablation_writes_table_json_and_plot_and_reuses_finished_run
     assert "| Initial kernel temperature | Top-1 | Top-5 |" in report
     assert f"| 34 | {results[0].top1:.2%} | {results[0].top5:.2%} |" in report
     assert "![Top-1 and top-5 against initial kernel temperature](ablation.png)" in report
+    # Training health per value, as in the compare report.
+    assert "| Initial kernel temperature | Max grad norm | Grad spikes | Saturated gates |" in report
+    for result in results:
+        assert result.grad_norm_max > 0 and result.epoch_top1 == (result.top1,)
+        assert result.gate_saturation is not None and 0.25 <= result.kernel_max_prob <= 1
+    first = results[0]
+    assert f"| 34 | {first.grad_norm_max:.3g} | {first.grad_spikes} | {first.gate_saturation:.1%} |" in report
     with Image.open(tmp_path / "ablation.png") as plot:
         assert plot.format == "PNG"
 

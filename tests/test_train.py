@@ -143,7 +143,11 @@ def test_layers_see_the_scheduled_temperature_at_each_iteration(
 
     monkeypatch.setattr(trainer_module, "build_model", recording_build_model)
     recipe = TINY.replace(
-        conv="fmd", temperature_warm_epochs=1.5, kernel_temperature="degraded", test_subset=32
+        conv="fmd",
+        temperature_warm_epochs=1.5,
+        kernel_temperature="degraded",
+        test_subset=32,
+        precise_bn_images=0,  # its training-mode forwards would mix with the steps' here
     )
     train(recipe, tmp_path, progress=False, tensorboard=False)
     gate = LinearTemperature(ITERS_PER_EPOCH, start=30.0, warm_epochs=1.5)
@@ -247,7 +251,9 @@ def test_bf16_mixed_precision_trains_on_cpu(tmp_path: Path, monkeypatch: pytest.
         (True, torch.bfloat16, torch.bfloat16),
         (False, torch.bfloat16, torch.bfloat16),
     }
-    assert len(dtypes) == ITERS_PER_EPOCH + 2  # 4 training steps, 64 test images in batches of 32
+    # 4 training steps, 4 batches re-estimating BatchNorm (the whole tiny training set), 64 test images
+    # in batches of 32.
+    assert len(dtypes) == 2 * ITERS_PER_EPOCH + 2
     with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
         train(TINY.replace(precision="fp16"), tmp_path / "fp16", device="cpu")
 
@@ -371,7 +377,9 @@ def test_training_loss_is_label_smoothed_cross_entropy(
 
     monkeypatch.setattr(Trainer, "_batches", recording_batches)
     monkeypatch.setattr(trainer_module, "build_model", recording_build_model)
-    recipe = TINY.replace(conv="static", epochs=1, label_smoothing=smoothing, test_subset=32)
+    recipe = TINY.replace(
+        conv="static", epochs=1, label_smoothing=smoothing, test_subset=32, precise_bn_images=0
+    )
     train(recipe, tmp_path, progress=False, tensorboard=False)
     losses = [r["loss"] for r in read_metrics(tmp_path / METRICS_FILE) if r["kind"] == "step"]
     assert len(losses) == len(seen) == ITERS_PER_EPOCH
@@ -395,15 +403,15 @@ def test_best_checkpoint_holds_the_epoch_with_the_best_test_top1(
 
     monkeypatch.setattr(trainer_module, "evaluate", scripted_evaluate)
     trainer = Trainer(TINY.replace(conv="static", epochs=4), tmp_path, progress=False, tensorboard=False)
-    weights_after: list[dict[str, torch.Tensor]] = []
-    train_epoch = trainer._train_epoch
+    weights_after: list[dict[str, torch.Tensor]] = []  # each epoch's model as evaluated
+    recalibrate = trainer._recalibrate_batchnorm
 
-    def recording_train_epoch() -> dict[str, object]:
-        record = train_epoch()
+    def recording_recalibrate() -> dict[str, object]:
+        record = recalibrate()
         weights_after.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
         return record
 
-    monkeypatch.setattr(trainer, "_train_epoch", recording_train_epoch)
+    monkeypatch.setattr(trainer, "_recalibrate_batchnorm", recording_recalibrate)
     result = trainer.run()
     assert (result.best_epoch, result.best_top1) == (2, 0.7)
     best, last = load_checkpoint(tmp_path / "best.pt"), load_checkpoint(tmp_path / "last.pt")

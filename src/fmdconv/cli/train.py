@@ -17,7 +17,7 @@ from typing import Any
 from fmdconv.cli._arguments import add_device_argument, output_folder
 from fmdconv.data import DatasetFormatError, DatasetNotFoundError
 from fmdconv.train.checkpoint import LAST_CHECKPOINT, load_checkpoint
-from fmdconv.train.recipe import Recipe, load_recipe, packaged_recipes, recipe_field_types
+from fmdconv.train.recipe import Recipe, load_recipe, packaged_recipes, recipe_field_types, saved_recipe
 from fmdconv.train.trainer import train
 
 DEFAULT_RECIPE = "fashion_mnist"
@@ -109,7 +109,7 @@ def _resumed_run(args: argparse.Namespace) -> tuple[Recipe, Path]:
     if args.resume is True and not args.out:
         raise ValueError("--resume needs --out (the run's folder) or a checkpoint path")
     checkpoint = args.out / LAST_CHECKPOINT if args.resume is True else args.resume
-    saved = Recipe.from_dict(load_checkpoint(checkpoint)["recipe"])
+    saved = saved_recipe(load_checkpoint(checkpoint)["recipe"])
     return saved.replace(**recipe_overrides(args)), args.out or checkpoint.parent
 
 

@@ -55,12 +55,15 @@ from fmdconv.train.checkpoint import LAST_CHECKPOINT
 from fmdconv.train.compare import (
     check_reusable,
     check_seeds,
+    health_table,
     machine_description,
     mean_std,
     percent_mean_std,
     recipe_summary,
+    run_health,
     seed_run_dir,
 )
+from fmdconv.train.health import SATURATION_MARGIN, SPIKE_FACTOR
 from fmdconv.train.recipe import Recipe
 from fmdconv.train.trainer import Trainer, build_model, unwrap
 from fmdconv.utils.devices import resolve_device
@@ -176,6 +179,8 @@ class AblationResult:
             the run was finished earlier and is reused).
         run_dir: the run's folder (``last.pt``, ``best.pt``, ``metrics.jsonl``).
         seed: the run's seed (``ablate(seeds=N)`` trains seeds ``recipe.seed`` ... ``+ N - 1``).
+        grad_norm_max, grad_spikes, gate_saturation, kernel_max_prob, epoch_top1: the run's training
+            health, as in :class:`~fmdconv.train.compare.MethodResult`.
     """
 
     value: Value
@@ -188,6 +193,11 @@ class AblationResult:
     run_seconds: float
     run_dir: str
     seed: int
+    grad_norm_max: float = 0.0
+    grad_spikes: int = 0
+    gate_saturation: float | None = None
+    kernel_max_prob: float | None = None
+    epoch_top1: tuple[float, ...] = ()
 
 
 def ablation_values(
@@ -328,6 +338,7 @@ def ablate(
                 ),
                 run_dir=str(run_dir),
                 seed=run_recipe.seed,
+                **run_health(outcome.history),
             )
         )
     wall_seconds = time.perf_counter() - start
@@ -427,6 +438,14 @@ runs); this `fmdconv ablate` call took {wall_seconds / 60:.1f} min (finished run
 {markdown_table(factor, results)}
 - {seeds_note}Top-1 / top-5: final epoch, test split; best top-1 over the epochs with its epoch. Train time /
   epoch: mean wall time of the training part of an epoch (times compare only on one machine).
+
+## Training health
+
+{health_table([(str(group[0].value), group) for group in groups], first_column=factor.label)}
+- Max grad norm: the largest global gradient norm of any step; grad spikes: steps above
+  {SPIKE_FACTOR:g}x the recent level (docs/training.md). Saturated gates: sigmoid gates below
+  {SATURATION_MARGIN:g} or above {1 - SATURATION_MARGIN:g}; kernel max-prob: mean largest
+  kernel-softmax probability (1/n uniform), both at the last logged step.
 
 ![Top-1 and top-5 against {factor.label.lower()}]({PLOT_FILE})
 """

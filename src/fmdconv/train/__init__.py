@@ -14,6 +14,7 @@ from fmdconv.train.trainer import (
     build_model,
     evaluate,
     load_trained_model,
+    recalibrate_batchnorm,
     train,
 )
 
@@ -32,6 +33,7 @@ __all__ = [
     "load_trained_model",
     "packaged_recipes",
     "read_metrics",
+    "recalibrate_batchnorm",
     "save_checkpoint",
     "train",
 ]

@@ -39,7 +39,7 @@ from fmdconv.models import METHODS, method_options
 from fmdconv.profiling import measure_speed, profile
 from fmdconv.train.checkpoint import LAST_CHECKPOINT, load_checkpoint
 from fmdconv.train.health import SATURATION_MARGIN, SPIKE_FACTOR
-from fmdconv.train.recipe import Recipe, recipe_differences
+from fmdconv.train.recipe import Recipe, recipe_differences, saved_recipe
 from fmdconv.train.trainer import input_size, load_trained_model, train
 from fmdconv.utils.devices import resolve_device
 from fmdconv.utils.io import write_text_atomic
@@ -134,7 +134,7 @@ def check_reusable(run_dir: Path, recipe: Recipe) -> None:
     checkpoint = run_dir / LAST_CHECKPOINT
     if not checkpoint.exists():
         return
-    saved = Recipe.from_dict(load_checkpoint(checkpoint)["recipe"])
+    saved = saved_recipe(load_checkpoint(checkpoint)["recipe"])
     differences = recipe_differences(saved, recipe, ignore=REUSABLE_DIFFERENCES)
     if differences:
         listed = "; ".join(f"{name} {old!r} there, {new!r} now" for name, (old, new) in differences.items())
@@ -234,12 +234,21 @@ def measure_method(
         rcs=rcs(seconds, top1),
         run_dir=str(run_dir),
         seed=seed,
-        grad_norm_max=max(record.get("grad_norm_max", 0.0) for record in history),
-        grad_spikes=sum(record.get("grad_spikes", 0) for record in history),
-        gate_saturation=final.get("gate_saturation"),
-        kernel_max_prob=final.get("kernel_max_prob"),
-        epoch_top1=tuple(record["test_top1"] for record in history),
+        **run_health(history),
     )
+
+
+def run_health(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The health fields of a run (``grad_norm_max``, ``grad_spikes``, ``gate_saturation``,
+    ``kernel_max_prob``, ``epoch_top1``; see :class:`MethodResult`) from its epoch records."""
+    final = history[-1]
+    return {
+        "grad_norm_max": max(record.get("grad_norm_max", 0.0) for record in history),
+        "grad_spikes": sum(record.get("grad_spikes", 0) for record in history),
+        "gate_saturation": final.get("gate_saturation"),
+        "kernel_max_prob": final.get("kernel_max_prob"),
+        "epoch_top1": tuple(record["test_top1"] for record in history),
+    }
 
 
 def _millions(count: float) -> str:
@@ -270,23 +279,24 @@ def _optional(values: list[float | None], text: str) -> str:
     return text.format(mean_std(defined)[0]) if defined else "-"
 
 
-def health_table(results: list[MethodResult]) -> str:
-    """Training health per method in Markdown: gradient norms, attention saturation, top-1 per epoch.
+def health_table(groups: list[tuple[str, list[Any]]], first_column: str = "Method") -> str:
+    """Training health in Markdown, one row per ``(label, runs)`` group: gradient norms, attention
+    saturation, top-1 per epoch. The runs carry :func:`run_health`'s fields (:class:`MethodResult`,
+    :class:`~fmdconv.explain.ablation.AblationResult`).
 
-    Over seeds: the largest gradient norm, the summed spike count, mean saturation and max-probability,
-    and the mean top-1 of each epoch.
+    Over a group's seeds: the largest gradient norm, the summed spike count, mean saturation and
+    max-probability, and the mean top-1 of each epoch.
     """
     lines = [
-        "| Method | Max grad norm | Grad spikes | Saturated gates | Kernel max-prob | Test top-1 per epoch |",
+        f"| {first_column} | Max grad norm | Grad spikes | Saturated gates | Kernel max-prob | "
+        "Test top-1 per epoch |",
         "|---|---:|---:|---:|---:|---|",
     ]
-    for group in group_by_method(results):
+    for label, group in groups:
         epochs = min(len(g.epoch_top1) for g in group)
-        per_epoch = " → ".join(
-            f"{mean_std([g.epoch_top1[e] for g in group])[0]:.1%}" for e in range(epochs)
-        )
+        per_epoch = " → ".join(f"{mean_std([g.epoch_top1[e] for g in group])[0]:.1%}" for e in range(epochs))
         lines.append(
-            f"| {group[0].label} | {max(g.grad_norm_max for g in group):.3g} | "
+            f"| {label} | {max(g.grad_norm_max for g in group):.3g} | "
             f"{sum(g.grad_spikes for g in group)} | "
             f"{_optional([g.gate_saturation for g in group], '{:.1%}')} | "
             f"{_optional([g.kernel_max_prob for g in group], '{:.2f}')} | {per_epoch} |"
@@ -376,7 +386,7 @@ spikes (steps above {SPIKE_FACTOR:g}x the recent level), the fraction of saturat
 (< {SATURATION_MARGIN:g} or > {1 - SATURATION_MARGIN:g}) and the mean largest kernel-softmax
 probability (1/n uniform, 1 one-hot) at the last logged step, and the test top-1 after each epoch.
 
-{health_table(results)}
+{health_table([(group[0].label, group) for group in group_by_method(results)])}
 
 ![Top-1 against training time per epoch]({PLOT_FILES["accuracy_vs_time"]})
 ![Top-1 against MACs per image]({PLOT_FILES["accuracy_vs_macs"]})

@@ -85,6 +85,12 @@ class Recipe:
     kernel_temperature_start: float | None = _setting(
         None, "initial kernel temperature (None: the method's, FMDConv 34, others 30)"
     )
+    precise_bn_images: int = _setting(
+        2048,
+        "before each evaluation, re-estimate the BatchNorm statistics over this many training images "
+        "with the epoch's final weights (0: keep the running averages, which lag while the "
+        "temperatures anneal; docs/training.md)",
+    )
     precision: str = _setting("fp32", f"arithmetic: {', '.join(PRECISIONS)} (fp16 needs CUDA)")
     seed: int = _setting(0, "seed of weights, data order and augmentation")
     num_workers: int = _setting(0, "data-loading worker processes per training process")
@@ -114,6 +120,7 @@ class Recipe:
                 _check_int(name, getattr(self, name), minimum=1)
         _check_int("seed", self.seed, minimum=0)
         _check_int("num_workers", self.num_workers, minimum=0)
+        _check_int("precise_bn_images", self.precise_bn_images, minimum=0)
         for name in ("width", "lr"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0; got {getattr(self, name)!r}")
@@ -158,6 +165,16 @@ class Recipe:
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+# Settings added after runs were first saved, each with the value that reproduces what a run saved
+# without it did: a reused or resumed old run is then compared and continued as it was trained.
+PREDATED_SETTINGS: dict[str, Any] = {"attention_init": "authors", "precise_bn_images": 0}
+
+
+def saved_recipe(values: dict[str, Any]) -> Recipe:
+    """The recipe stored with a run (a checkpoint's ``"recipe"``); see ``PREDATED_SETTINGS``."""
+    return Recipe.from_dict({**PREDATED_SETTINGS, **values})
 
 
 def recipe_differences(

@@ -3,8 +3,10 @@
 :func:`train` runs a :class:`~fmdconv.train.recipe.Recipe` into an output folder: SGD with
 momentum, a per-iteration learning-rate schedule (step or cosine, with linear warm-up), label
 smoothing, optional mixed precision, and the papers' temperature schedules stepped every iteration.
-After each epoch it evaluates on the test split, writes ``last.pt`` (and ``best.pt`` when top-1
-improves) atomically, and logs the epoch to ``metrics.jsonl`` and TensorBoard.
+After each epoch it re-estimates the BatchNorm statistics with the epoch's final weights
+(:func:`recalibrate_batchnorm`, ``recipe.precise_bn_images``), evaluates on the test split, writes
+``last.pt`` (and ``best.pt`` when top-1 improves) atomically, and logs the epoch to
+``metrics.jsonl`` and TensorBoard.
 
 Exact resumption: a checkpoint is written at each epoch end with the model, the optimiser, the
 iteration counter (which determines the learning rate and the temperatures), and the generator
@@ -27,7 +29,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,7 +62,7 @@ from fmdconv.train.checkpoint import (
 from fmdconv.train.health import AttentionProbe, GradientSpikeDetector, global_grad_norm
 from fmdconv.train.logging import MetricsLogger
 from fmdconv.train.progress import ProgressBar
-from fmdconv.train.recipe import PRECISIONS, Recipe, recipe_differences
+from fmdconv.train.recipe import PRECISIONS, Recipe, recipe_differences, saved_recipe
 from fmdconv.utils.devices import resolve_device
 from fmdconv.utils.io import copy_atomic
 
@@ -260,7 +262,7 @@ def load_trained_model(
     switched off in training), its recipe and the whole checkpoint."""
     device = resolve_device(device)
     checkpoint = load_checkpoint(path, map_location=device)
-    recipe = Recipe.from_dict(checkpoint["recipe"])
+    recipe = saved_recipe(checkpoint["recipe"])
     model = build_model(recipe)
     model.load_state_dict(checkpoint["model"])
     restore_disabled_attentions(model, checkpoint.get("disabled_attentions", {}))
@@ -333,6 +335,53 @@ def evaluate(
     if count == 0:
         raise ValueError("the evaluation set is empty")
     return EvalResult(top1 / count, top5 / count, loss / count, int(count), time.perf_counter() - start)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(
+    model: nn.Module, batches: Iterable[Tensor], precision: str = "fp32", max_images: int | None = None
+) -> int:
+    """Replace every BatchNorm's running statistics by their mean over ``batches`` ("precise BN").
+
+    Running averages (momentum 0.1) mix the statistics of the last few dozen steps' weights; while
+    the attention temperatures anneal, a dynamic layer's output scale changes within fewer steps than
+    that, and evaluation with the lagging statistics can lose most of the accuracy (docs/training.md).
+    The model runs in training mode on whole ``batches`` (moved to its device) until it has seen
+    ``max_images`` images or the batches end, and
+    each layer's statistics become the plain average of the batches' statistics, as in Wu & Johnson,
+    "Rethinking 'Batch' in BatchNorm" (2021). Momentum, ``num_batches_tracked`` and the model's mode
+    are restored. Returns the number of images used (0 when the model has no BatchNorm).
+    """
+    norms = [
+        module
+        for module in model.modules()
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats
+    ]
+    if not norms:
+        return 0
+    saved = [(module.momentum, module.num_batches_tracked.clone()) for module in norms]
+    was_training = model.training
+    for module in norms:
+        module.reset_running_stats()
+        module.momentum = None  # cumulative average over the batches
+    model.train()
+    device = next(model.parameters()).device
+    seen = 0
+    try:
+        for images in batches:
+            if max_images is not None and seen >= max_images:
+                break
+            with autocast(device, precision):
+                model(images.to(device, non_blocking=True))
+            seen += images.shape[0]
+    finally:
+        for module, (momentum, tracked) in zip(norms, saved, strict=True):
+            module.momentum = momentum
+            module.num_batches_tracked.copy_(tracked)
+        model.train(was_training)
+    if seen == 0:
+        raise ValueError("recalibrate_batchnorm needs at least one batch")
+    return seen
 
 
 class Trainer:
@@ -439,7 +488,7 @@ class Trainer:
     @staticmethod
     def _resumed_recipe(checkpoint: dict[str, Any], requested: Recipe) -> Recipe:
         """The checkpoint's recipe, with the changes a resumed run allows taken from ``requested``."""
-        saved = Recipe.from_dict(checkpoint["recipe"])
+        saved = saved_recipe(checkpoint["recipe"])
         if requested.epochs < checkpoint["epoch"]:
             raise ValueError(
                 f"cannot resume with epochs={requested.epochs}: the checkpoint has already trained "
@@ -610,6 +659,25 @@ class Trainer:
         if self.context.is_main:
             print(f"warning: {message}", file=sys.stderr)
 
+    def _recalibrate_batchnorm(self) -> dict[str, Any]:
+        """Precise BN before evaluation (``recipe.precise_bn_images``; 0 skips it)."""
+        images = self.recipe.precise_bn_images
+        if images == 0:
+            return {}
+        start = time.perf_counter()
+        # A loader of its own, seeded by (seed, epoch), and forked generators (augmentation,
+        # dropout): training draws exactly what it draws without recalibration.
+        loader = self._train_loader(self.epoch)
+        batches = (batch for batch, _ in loader)
+        per_process = math.ceil(images / self.context.world_size)
+        cuda_devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda_devices):
+            used = recalibrate_batchnorm(unwrap(self.model), batches, self.recipe.precision, per_process)
+        return {
+            "precise_bn_images": used * self.context.world_size,
+            "precise_bn_seconds": time.perf_counter() - start,
+        }
+
     def _sync_buffers(self) -> None:
         """Give every rank rank 0's buffers (BatchNorm statistics), so all ranks evaluate one model."""
         if self.context.distributed:
@@ -627,6 +695,7 @@ class Trainer:
         try:
             while self.epoch < recipe.epochs:
                 record = self._train_epoch()
+                record.update(self._recalibrate_batchnorm())
                 self._sync_buffers()
                 result = evaluate(
                     unwrap(self.model),
