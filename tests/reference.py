@@ -17,6 +17,18 @@ from torch import Tensor, nn
 from fmdconv.layers import DynamicConv2d, set_temperature
 
 
+def small_net(method: type[DynamicConv2d]) -> nn.Sequential:
+    """Three layers of ``method`` covering padding, stride, groups and a 1x1 kernel, then pooling."""
+    return nn.Sequential(
+        method(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        method(8, 8, 3, stride=2, padding=1, groups=2),
+        method(8, 16, 1),
+        nn.AdaptiveAvgPool2d(1),
+    )
+
+
 def randomise(layer: nn.Module, gate: float = 1.5, kernel: float = 0.7) -> nn.Module:
     """Non-trivial attention weights and biases and moderate temperatures in every dynamic layer of
     ``layer``, so that every attention varies across samples (an untrained layer at its initial

@@ -136,3 +136,13 @@ def test_the_examples_are_found() -> None:
     assert any(
         c.startswith("train --recipe imagenet_resnet") for c in commands(ROOT / "docs" / "training.md")
     )
+
+
+def test_the_readme_table_is_the_committed_report_table() -> None:
+    """The main job's table in the README is copied from the report of the run it describes."""
+    report = (ROOT / "docs" / "results" / "fashion_mnist" / "report.md").read_text().splitlines()
+    readme = (ROOT / "README.md").read_text().splitlines()
+    header = next(line for line in report if line.startswith("| Method | Params |"))
+    start = readme.index(header)
+    table = readme[start : readme.index("", start)]
+    assert len(table) == 7 and table == report[report.index(header) : report.index(header) + 7]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from fmdconv import CondConv2d, DyConv2d, FMDConv2d, ODConv2d, set_formulation
 from fmdconv.layers import formulations
 from fmdconv.models import create_model
+from reference import small_net
 
 METHODS = (CondConv2d, DyConv2d, ODConv2d, FMDConv2d)
 
@@ -34,17 +34,6 @@ def measurements(monkeypatch) -> list[tuple[str, ...]]:
 
     monkeypatch.setattr(formulations, "measure_formulations", recording)
     return timed
-
-
-def small_net(method: type) -> nn.Module:
-    return nn.Sequential(
-        method(3, 8, 3, padding=1),
-        nn.BatchNorm2d(8),
-        nn.ReLU(),
-        method(8, 8, 3, stride=2, padding=1, groups=2),
-        method(8, 16, 1),
-        nn.AdaptiveAvgPool2d(1),
-    )
 
 
 @pytest.mark.parametrize("method", [ODConv2d, FMDConv2d])
