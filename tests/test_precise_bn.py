@@ -41,20 +41,41 @@ def test_statistics_become_the_mean_of_the_batches_statistics() -> None:
     assert not net.training
 
 
-def test_max_images_counts_whole_batches_and_bad_input_is_refused() -> None:
+def test_max_images_counts_whole_batches_and_modes_are_restored_per_module() -> None:
     net = bn_net().train()
+    net[1].eval()  # a frozen BatchNorm stays frozen afterwards
     batches = [torch.randn(8, 3, 6, 6) for _ in range(4)]
     assert recalibrate_batchnorm(net, iter(batches), max_images=9) == 16
-    assert net.training
+    assert net.training and [m.training for m in net] == [True, False, True, True, True]
     assert recalibrate_batchnorm(nn.Linear(2, 2), iter(batches)) == 0
-    with pytest.raises(ValueError, match="at least one batch"):
-        recalibrate_batchnorm(net, iter([]))
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"batches": []}, "at least one batch"),
+        ({"max_images": 0}, "max_images must be None or an int >= 1"),
+        ({"precision": "fp64"}, "precision must be one of fp32, bf16, fp16"),
+        ({"batches": [torch.randn(8, 5, 6, 6)]}, "channels"),  # the model itself raises
+    ],
+)
+def test_a_failed_call_keeps_the_statistics(arguments: dict, message: str) -> None:
+    net = bn_net().eval()
+    before = {name: value.clone() for name, value in net.state_dict().items()}
+    call = {"batches": [torch.randn(8, 3, 6, 6)], **arguments}
+    with pytest.raises((ValueError, RuntimeError), match=message):
+        recalibrate_batchnorm(net, iter(call.pop("batches")), **call)
+    assert all(torch.equal(value, before[name]) for name, value in net.state_dict().items())
+    assert net[1].momentum == 0.1 and not net.training
 
 
 def test_the_trainer_recalibrates_before_evaluating_without_changing_training(tmp_path: Path) -> None:
+    # Two epochs with dropout: recalibrating between them must draw no random number that the
+    # second epoch's dropout would have drawn.
+    base = TINY.replace(conv="od", epochs=2, dropout=0.5)
     runs = {}
     for images in (0, 2048):
-        recipe = TINY.replace(conv="od", epochs=1, precise_bn_images=images)
+        recipe = base.replace(precise_bn_images=images)
         train(recipe, tmp_path / str(images), progress=False, tensorboard=False)
         runs[images] = (
             read_metrics(tmp_path / str(images) / METRICS_FILE),
@@ -65,17 +86,16 @@ def test_the_trainer_recalibrates_before_evaluating_without_changing_training(tm
         [r["loss"] for r in metrics if r["kind"] == "step"] for metrics in (plain_metrics, precise_metrics)
     ]
     assert steps[0] == steps[1]  # the same training, to the bit
-    epoch = next(r for r in precise_metrics if r["kind"] == "epoch")
-    assert epoch["precise_bn_images"] == 128  # the whole 128-image training set: fewer than asked for
+    epochs = [r for r in precise_metrics if r["kind"] == "epoch"]
+    assert [r["precise_bn_images"] for r in epochs] == [128, 128]  # the whole training set each time
     assert "precise_bn_images" not in next(r for r in plain_metrics if r["kind"] == "epoch")
     statistics = [name for name in plain if "running_" in name]
     assert statistics and all(torch.equal(plain[n], precise[n]) for n in plain if n not in statistics)
     assert any(not torch.equal(plain[n], precise[n]) for n in statistics)
-    # The precise run's statistics are the plain run's weights re-estimated over epoch 1's batches.
-    recipe = TINY.replace(conv="od", epochs=1)
-    model = build_model(recipe)
+    # The precise run's statistics are the plain run's weights re-estimated over epoch 2's batches.
+    model = build_model(base)
     model.load_state_dict(plain)
-    loader = build_loader(build_split(recipe, "train"), 32, train=True, seed=epoch_seed(recipe.seed, 0))
+    loader = build_loader(build_split(base, "train"), 32, train=True, seed=epoch_seed(base.seed, 1))
     recalibrate_batchnorm(model, (images for images, _ in loader))
     for name, value in model.state_dict().items():
         torch.testing.assert_close(value, precise[name], rtol=1e-5, atol=1e-6, msg=name)

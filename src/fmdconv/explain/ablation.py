@@ -175,8 +175,8 @@ class AblationResult:
             at ``best_epoch``.
         epochs: epochs trained.
         seconds_per_epoch: mean training wall time per epoch.
-        run_seconds: wall time of the whole run, training and evaluation of every epoch (also when
-            the run was finished earlier and is reused).
+        run_seconds: wall time of the whole run, training, BatchNorm re-estimation and evaluation of
+            every epoch (also when the run was finished earlier and is reused).
         run_dir: the run's folder (``last.pt``, ``best.pt``, ``metrics.jsonl``).
         seed: the run's seed (``ablate(seeds=N)`` trains seeds ``recipe.seed`` ... ``+ N - 1``).
         grad_norm_max, grad_spikes, gate_saturation, kernel_max_prob, epoch_top1: the run's training
@@ -334,7 +334,8 @@ def ablate(
                 epochs=final["epoch"],
                 seconds_per_epoch=outcome.seconds_per_epoch,
                 run_seconds=sum(
-                    record["train_seconds"] + record["eval_seconds"] for record in outcome.history
+                    record["train_seconds"] + record.get("precise_bn_seconds", 0.0) + record["eval_seconds"]
+                    for record in outcome.history
                 ),
                 run_dir=str(run_dir),
                 seed=run_recipe.seed,

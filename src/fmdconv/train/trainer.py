@@ -337,6 +337,15 @@ def evaluate(
     return EvalResult(top1 / count, top5 / count, loss / count, int(count), time.perf_counter() - start)
 
 
+def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorm layers of ``model`` that keep running statistics."""
+    return [
+        module
+        for module in model.modules()
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats
+    ]
+
+
 @torch.no_grad()
 def recalibrate_batchnorm(
     model: nn.Module, batches: Iterable[Tensor], precision: str = "fp32", max_images: int | None = None
@@ -347,38 +356,52 @@ def recalibrate_batchnorm(
     the attention temperatures anneal, a dynamic layer's output scale changes within fewer steps than
     that, and evaluation with the lagging statistics can lose most of the accuracy (docs/training.md).
     The model runs in training mode on whole ``batches`` (moved to its device) until it has seen
-    ``max_images`` images or the batches end, and
-    each layer's statistics become the plain average of the batches' statistics, as in Wu & Johnson,
-    "Rethinking 'Batch' in BatchNorm" (2021). Momentum, ``num_batches_tracked`` and the model's mode
-    are restored. Returns the number of images used (0 when the model has no BatchNorm).
+    ``max_images`` images or the batches end, and each layer's statistics become the plain average
+    of the batches' statistics, as in Wu & Johnson, "Rethinking 'Batch' in BatchNorm" (2021).
+    Momentum, ``num_batches_tracked`` and every module's mode are restored, and so are the old
+    statistics if no batch ran or the model raised. Returns the number of images used (0 when the
+    model has no BatchNorm).
+
+    Raises:
+        ValueError: ``precision`` is unknown, ``max_images`` is below 1, or ``batches`` is empty.
     """
-    norms = [
-        module
-        for module in model.modules()
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats
-    ]
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if max_images is not None and (
+        isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1
+    ):
+        raise ValueError(f"max_images must be None or an int >= 1; got {max_images!r}")
+    norms = batchnorm_layers(model)
     if not norms:
         return 0
-    saved = [(module.momentum, module.num_batches_tracked.clone()) for module in norms]
-    was_training = model.training
-    for module in norms:
-        module.reset_running_stats()
-        module.momentum = None  # cumulative average over the batches
-    model.train()
-    device = next(model.parameters()).device
-    seen = 0
+    saved = [
+        (m.momentum, m.num_batches_tracked.clone(), m.running_mean.clone(), m.running_var.clone())
+        for m in norms
+    ]
+    modes = [(module, module.training) for module in model.modules()]
+    device = norms[0].running_mean.device
+    seen, finished = 0, False
     try:
+        for module in norms:
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over the batches
+        model.train()
         for images in batches:
             if max_images is not None and seen >= max_images:
                 break
             with autocast(device, precision):
                 model(images.to(device, non_blocking=True))
             seen += images.shape[0]
+        finished = seen > 0
     finally:
-        for module, (momentum, tracked) in zip(norms, saved, strict=True):
+        for module, (momentum, tracked, mean, var) in zip(norms, saved, strict=True):
             module.momentum = momentum
             module.num_batches_tracked.copy_(tracked)
-        model.train(was_training)
+            if not finished:
+                module.running_mean.copy_(mean)
+                module.running_var.copy_(var)
+        for module, training in modes:
+            module.training = training
     if seen == 0:
         raise ValueError("recalibrate_batchnorm needs at least one batch")
     return seen
@@ -671,8 +694,16 @@ class Trainer:
         batches = (batch for batch, _ in loader)
         per_process = math.ceil(images / self.context.world_size)
         cuda_devices = [self.device] if self.device.type == "cuda" else []
+        model = unwrap(self.model)
         with torch.random.fork_rng(devices=cuda_devices):
-            used = recalibrate_batchnorm(unwrap(self.model), batches, self.recipe.precision, per_process)
+            used = recalibrate_batchnorm(model, batches, self.recipe.precision, per_process)
+        if self.context.distributed:
+            # Every rank ran as many equal batches (drop_last, padded sampler): the mean of the ranks'
+            # averages is the average over all of them.
+            for norm in batchnorm_layers(model):
+                for statistic in (norm.running_mean, norm.running_var):
+                    dist.all_reduce(statistic)
+                    statistic /= self.context.world_size
         return {
             "precise_bn_images": used * self.context.world_size,
             "precise_bn_seconds": time.perf_counter() - start,
