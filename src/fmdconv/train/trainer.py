@@ -363,10 +363,9 @@ def recalibrate_batchnorm(
     model has no BatchNorm).
 
     Raises:
-        ValueError: ``precision`` is unknown, ``max_images`` is below 1, or ``batches`` is empty.
+        ValueError: ``precision`` is unknown or cannot run on the model's device, ``max_images`` is
+            below 1, or ``batches`` is empty.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
     if max_images is not None and (
         isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1
     ):
@@ -374,12 +373,13 @@ def recalibrate_batchnorm(
     norms = batchnorm_layers(model)
     if not norms:
         return 0
+    device = norms[0].running_mean.device
+    check_precision(device, precision)
     saved = [
         (m.momentum, m.num_batches_tracked.clone(), m.running_mean.clone(), m.running_var.clone())
         for m in norms
     ]
     modes = [(module, module.training) for module in model.modules()]
-    device = norms[0].running_mean.device
     seen, finished = 0, False
     try:
         for module in norms:
@@ -402,7 +402,7 @@ def recalibrate_batchnorm(
                 module.running_var.copy_(var)
         for module, training in modes:
             module.training = training
-    if seen == 0:
+    if not finished:
         raise ValueError("recalibrate_batchnorm needs at least one batch")
     return seen
 
