@@ -1,0 +1,27 @@
+import pytest
+
+from fmdconv.utils.timing import synchronize, time_call, time_interleaved
+
+
+def test_time_interleaved_runs_warmup_then_rounds_in_order():
+    calls = []
+    times = time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 2, warmup=1)
+    assert calls == ["a", "b"] * 3
+    assert set(times) == {"a", "b"} and all(len(t) == 2 and min(t) >= 0 for t in times.values())
+
+
+def test_time_call_uses_the_given_clock():
+    ticks = iter([1.0, 3.5])
+    assert time_call(lambda: None, "cpu", clock=lambda: next(ticks)) == 2.5
+
+
+@pytest.mark.parametrize(("argument", "value"), [("repeats", 0), ("warmup", -1)])
+def test_time_interleaved_refuses_bad_counts(argument, value):
+    options = {"repeats": 1, "warmup": 0, argument: value}
+    with pytest.raises(ValueError, match=argument):
+        time_interleaved({"a": lambda: None}, **options)
+
+
+def test_synchronize_accepts_cpu_and_none():
+    synchronize("cpu")
+    synchronize(None)
