@@ -3,7 +3,7 @@
 y_b = output_b * ( conv(input_b * x_b, sum_i kernel_b,i * (spatial_b * W_i)) + sum_i kernel_b,i * bias_i ),
 with a missing attention counting as 1; padding and padding modes come from nn.Conv2d itself.
 
-The attentions are computed here too, from the layer's parameters and SPEC section 1, and not taken
+The attentions are computed here too, from the layer's parameters and docs/design.md, section 1, and not taken
 from ``layer.attentions()``: a gate is sigmoid(head(relu(bn(fc(mean(x))))) / T), the kernel attention
 softmax(z / tau) (CondConv: sigmoid(z), no temperature), where z comes from the gate trunk (ODConv),
 the kernel MLP fc2(relu(fc1(mean(x)))) (DyConv, FMDConv) or CondConv's routing fc(mean(x)).

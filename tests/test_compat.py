@@ -2,8 +2,8 @@
 
 ``AuthorsDynamicConv`` below is a test-only re-statement of the authors' layers in their exact layout
 (1x1-convolution attention weights, ``attention``/``attention2`` names, temperatures as plain
-attributes) and of their forward (SPEC sections 1 and 7), written per sample so that it shares no code
-with the layers under test.
+attributes) and of their forward (docs/design.md, sections 1 and 7), written per sample so that it
+shares no code with the layers under test.
 """
 
 from __future__ import annotations

@@ -175,7 +175,7 @@ def _params(model: nn.Module) -> int:
 
 
 # The ODConv paper's MobileNetV2 + DCD rows (seeds/001), which the DCD code gives with fc_squeeze 16,
-# 16 and 8 (SPEC section 11), and the DCD code's own default fc_squeeze 8 at 1.0x and 0.75x.
+# 16 and 8 (docs/design.md, section 10), and the DCD code's own default fc_squeeze 8 at 1.0x and 0.75x.
 @pytest.mark.parametrize(
     ("width", "options", "millions"),
     [

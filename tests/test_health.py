@@ -122,7 +122,9 @@ def _spikes_while_annealing(kind: str, attention_init: str) -> list[float]:
     images += 0.3 * labels[:, None, None, None]
     detector, flagged = GradientSpikeDetector(), []
     for step in range(1, 41):
-        temperature = 1 + max(0.0, 29 * (30 - step) / 30)  # SPEC section 2's linear rule, N = 30
+        temperature = 1 + max(
+            0.0, 29 * (30 - step) / 30
+        )  # the linear rule of docs/design.md, section 2, N = 30
         set_temperature(model, gate=temperature, kernel=temperature)
         batch = torch.randint(0, 256, (32,), generator=data)
         loss = nn.functional.cross_entropy(model(images[batch]), labels[batch])
@@ -137,9 +139,9 @@ def _spikes_while_annealing(kind: str, attention_init: str) -> list[float]:
 
 @pytest.mark.parametrize("kind", ["od", "fmd"])
 def test_annealing_to_one_spikes_with_the_authors_init_and_not_with_the_default(kind: str) -> None:
-    # SPEC section 9: with the authors' initialisation the effective logits grow about 30-fold in the
-    # last steps of the schedule and the gradient norm jumps (measured here: ODConv 142x, FMDConv 38x
-    # its median over the first 10 steps); the zero-initialised attention outputs follow their
-    # temperature without a shock (3x for both).
+    # docs/design.md, section 8: with the authors' initialisation the effective logits grow about
+    # 30-fold in the last steps of the schedule and the gradient norm jumps (measured here: ODConv
+    # 142x, FMDConv 38x its median over the first 10 steps); the zero-initialised attention outputs
+    # follow their temperature without a shock (3x for both).
     assert _spikes_while_annealing(kind, "authors")
     assert not _spikes_while_annealing(kind, "zero")

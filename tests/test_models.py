@@ -25,8 +25,8 @@ def in_millions(count: int) -> float:
     return count / 1e6
 
 
-# (model, conv, kernels, width, published params in millions): ODConv paper Table 1/2 and SPEC section 3,
-# the seed's MobileNetV2 table, and the ODConv authors' README for ResNet-50/101.
+# (model, conv, kernels, width, published params in millions): ODConv paper Table 1/2,
+# docs/design.md section 3, the seed's MobileNetV2 table, and the ODConv authors' README for ResNet-50/101.
 PUBLISHED_ROWS = [
     ("resnet18", "static", 1, 1.0, 11.69),
     ("resnet18", "od", 1, 1.0, 11.94),

@@ -31,7 +31,7 @@ def test_static_resnet18_at_224_is_exact() -> None:
 
 
 def test_static_macs_equal_torch_flop_counter() -> None:
-    # FlopCounterMode counts grouped convolutions exactly, FLOPs = 2 * MACs (SPEC section 6).
+    # FlopCounterMode counts grouped convolutions exactly, FLOPs = 2 * MACs (docs/design.md, section 6).
     model = create_model("mobilenet_v2", conv="static", width=0.5, num_classes=10).eval()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(torch.randn(1, 3, 48, 48))

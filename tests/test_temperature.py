@@ -1,4 +1,4 @@
-"""Temperature schedules (SPEC section 2) and the scheduler that drives the layers' buffers."""
+"""Temperature schedules (docs/design.md, section 2) and the scheduler that drives the layers' buffers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Convert state dicts between the authors' code and fmdconv (SPEC section 7).
+"""Convert state dicts between the authors' code and fmdconv (docs/design.md, section 7).
 
 The ODConv authors (Li, Zhou, Yao, ICLR 2022; github.com/OSVAI/ODConv) publish ImageNet checkpoints
 of their ResNets and MobileNetV2s; the FMDConv code (Zhang et al., KBS 2025) and the most used public

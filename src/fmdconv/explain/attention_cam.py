@@ -6,7 +6,7 @@ attention" and "with all combined attentions". Here every column is one *attenti
 same trained model, switched without rebuilding it through :func:`fmdconv.layers.set_attentions`:
 
 - ``"<name>"`` (e.g. ``"input"``): that attention enabled in every dynamic layer, the model's other
-  attentions disabled. A disabled attention counts as 1 in the layer's formula (SPEC section 1):
+  attentions disabled. A disabled attention counts as 1 in the layer's formula (docs/design.md, section 1):
   disabled input/output/spatial gates leave the feature map or kernel unscaled, and a disabled
   softmax kernel attention gives the plain *sum* of the n kernels.
 - ``"all"``: every attention of the model enabled.

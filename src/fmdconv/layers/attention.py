@@ -10,7 +10,7 @@ every path (the gate trunk's heads, the kernel MLP's second layer, CondConv's ro
 gate starts at 1/2 and every kernel softmax uniform, and the logits grow only as far as training
 pushes them; ``"authors"`` initialises every layer Kaiming-normal (fan_out), as the authors' code
 does, which gives logits of tens that the initial temperature of 30-34 hides until it reaches 1
-(SPEC section 9, docs/training.md).
+(docs/design.md, section 8, docs/training.md).
 """
 
 from __future__ import annotations

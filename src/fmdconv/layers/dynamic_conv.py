@@ -1,6 +1,6 @@
 """One dynamic convolution mechanism; each method is a :class:`DynamicConvSpec` preset of it.
 
-A dynamic convolution computes, per sample b (SPEC section 1),
+A dynamic convolution computes, per sample b (docs/design.md, section 1),
 
     y_b = output_b * ( conv(input_b * x_b, sum_i kernel_b,i * (spatial_b * W_i)) + sum_i kernel_b,i * bias_i )
 
@@ -57,7 +57,7 @@ class DynamicConvSpec:
             (CondConv's independent routing weights, no temperature).
         bias: whether the layer has per-kernel biases when the user does not say.
         gate_temperature, kernel_temperature: initial values, which are also where the papers'
-            schedules start (SPEC section 2).
+            schedules start (docs/design.md, section 2).
     """
 
     gates: tuple[str, ...]

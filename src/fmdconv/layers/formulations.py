@@ -14,7 +14,7 @@ from the same attentions; a missing attention counts as 1. They differ only in c
     Convolve with all n static kernels at once, then mix the n outputs per sample (a batched
     product with the kernel attention; the output attention scales the result). Exact only
     without spatial attention (CondConv, DyConv, FMDConv); wins in deep layers where kernels are
-    large and maps small (SPEC section 5: 6x faster than ``grouped`` at 512 channels, 4x4).
+    large and maps small (docs/design.md, section 5: 6x faster than ``grouped`` at 512 channels, 4x4).
 ``matmul``
     im2col (``F.unfold``) and a batched matrix product with the per-sample kernels; a plain
     reshape for 1x1 kernels. Does not tie any graph constant to the batch size, so it is the

@@ -1,4 +1,4 @@
-"""Temperature schedules (SPEC section 2) and the scheduler that steps a model's temperatures.
+"""Temperature schedules (docs/design.md, section 2) and the scheduler that steps a model's temperatures.
 
 Temperatures live in the layers as buffers (``gate_temperature``, ``kernel_temperature``); a
 schedule maps the global training iteration t (counting from 1) to a value, and

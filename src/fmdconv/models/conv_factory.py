@@ -3,7 +3,7 @@
 Backbones label every convolution with a *role* and ask a :class:`ConvFactory` for it; the factory
 builds a dynamic layer (through :func:`~fmdconv.layers.create_conv2d`) for the roles the method
 replaces and a static ``nn.Conv2d`` for the others. The rules follow the papers and the authors'
-code (SPEC section 1):
+code (docs/design.md, section 1):
 
 ``stem``
     The first convolution. Never replaced (ODConv, FMDConv and DyConv code all keep it static).

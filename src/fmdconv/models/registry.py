@@ -77,7 +77,7 @@ def dcd_mobilenet_v2_fc_squeeze(width: float) -> int:
     """DCD's default ``fc_squeeze`` for MobileNetV2 at ``width``: 16 from 0.75 up, else 8.
 
     The ODConv paper's DCD rows (5.72M at 1.0x, 4.08M at 0.75x, 3.06M at 0.5x) are the DCD code's
-    counts with fc_squeeze 16, 16 and 8 (SPEC section 11; tested in ``tests/test_dcd.py``).
+    counts with fc_squeeze 16, 16 and 8 (docs/design.md, section 10; tested in ``tests/test_dcd.py``).
     """
     return 16 if width >= 0.75 else 8
 

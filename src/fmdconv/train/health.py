@@ -1,6 +1,6 @@
 """Training-health signals: gradient-norm spikes and the state of the attentions.
 
-An attention collapse (SPEC section 9) shows as a jump of the global gradient norm, sigmoid gates
+An attention collapse (docs/design.md, section 8) shows as a jump of the global gradient norm, sigmoid gates
 pinned near 0 or 1, and kernel softmaxes turned one-hot. :class:`GradientSpikeDetector` compares each
 step's gradient norm with its recent running level; :class:`AttentionProbe` measures, over one forward
 pass, the fraction of saturated sigmoid gates and the mean maximum kernel-attention probability of

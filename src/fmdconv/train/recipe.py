@@ -78,7 +78,7 @@ class Recipe:
         None, "clip the global gradient norm to this value at every step (None: no clipping)"
     )
     temperature_warm_epochs: float = _setting(
-        10.0, "epochs over which the attention temperatures anneal to 1 (SPEC section 2)"
+        10.0, "epochs over which the attention temperatures anneal to 1 (docs/design.md, section 2)"
     )
     kernel_temperature: str = _setting("degraded", f"kernel-temperature schedule: {', '.join(KERNEL_MODES)}")
     gate_temperature_start: float | None = _setting(None, "initial gate temperature (None: 30)")

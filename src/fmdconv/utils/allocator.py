@@ -4,7 +4,7 @@ A CPU training step of a dynamic network allocates and frees the same large buff
 iteration (per-sample kernels, im2col columns, their gradients). glibc serves allocations above its
 mmap threshold (128 KiB, rising to at most 32 MiB) with fresh ``mmap`` calls and returns them with
 ``munmap`` when they are freed, and trims the heap top beyond 128 KiB: every step then faults in,
-and the kernel zeroes, the same hundreds of megabytes again (SPEC section 10: as much system time
+and the kernel zeroes, the same hundreds of megabytes again (docs/design.md, section 9: as much system time
 as user time). :func:`keep_freed_memory` switches that off for the calling process, with the same
 effect as the environment variables ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` /
 ``MALLOC_TOP_PAD_`` but without them (``mallopt`` caps the mmap threshold at 32 MiB, so large blocks
