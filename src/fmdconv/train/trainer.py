@@ -182,6 +182,7 @@ class DistributedContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    owns_group: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -190,6 +191,15 @@ class DistributedContext:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
+
+    def close(self) -> None:
+        """Leave the process group this context joined (a group the caller made is left alone).
+
+        A gloo group still alive at interpreter exit can abort the process ("terminate called
+        without an active exception") after the run has finished and written everything.
+        """
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def init_distributed(device: torch.device) -> DistributedContext:
@@ -201,9 +211,11 @@ def init_distributed(device: torch.device) -> DistributedContext:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistributedContext()
-    if not dist.is_initialized():
+    owns_group = not dist.is_initialized()
+    if owns_group:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistributedContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    return DistributedContext(dist.get_rank(), dist.get_world_size(), local_rank, owns_group)
 
 
 def check_precision(device: torch.device, precision: str) -> None:
@@ -802,4 +814,8 @@ def train(
             or a resume that changes other settings.
         DatasetNotFoundError: the dataset's files are missing (the message says where to get them).
     """
-    return Trainer(recipe, out_dir, resume, device, progress, tensorboard).run()
+    trainer = Trainer(recipe, out_dir, resume, device, progress, tensorboard)
+    try:
+        return trainer.run()
+    finally:
+        trainer.context.close()
