@@ -3,6 +3,8 @@ the backbones' layout and the seed table's parameter counts."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -62,6 +64,7 @@ def _randomise_norms(layer: DCDConv2d) -> None:
         nn.init.uniform_(norm.bias, -0.5, 0.5)
     for linear in (layer.attention.fc, layer.attention.gate, layer.attention.phi, layer.attention.scale):
         nn.init.normal_(linear.weight, 0.0, 0.5)
+    nn.init.normal_(layer.latent_out, 0.0, 0.5)  # "zero" init starts P at 0
 
 
 LAYER_CASES = [
@@ -137,11 +140,67 @@ def test_train_mode_normalises_the_latent_path_with_batch_statistics():
         (lambda: DCDConv2d(8, 8, 3, padding="full"), "padding must be"),
         (lambda: create_conv2d("dcd", 8, 8, 3, kernel_num=4), "kernel_num does not apply"),
         (lambda: DCDConv2d(8, 8, 3)(torch.randn(1, 4, 5, 5)), r"expected an input \(B, 8, H, W\)"),
+        (lambda: DCDConv2d(8, 8, 3, attention_init="kaiming"), "attention_init must be one of"),
+        (lambda: DCDConv2d(8, 8, 3, padding=1)(torch.randn(1, 8, 0, 5)), "input map is too small"),
+        (lambda: DCDConv2d(8, 8, 3)(torch.randn(1, 8, 2, 5)), "at least 3x3"),
     ],
 )
 def test_errors(build, message):
     with pytest.raises(ValueError, match=message):
         build()
+
+
+@pytest.mark.parametrize(
+    "run",
+    [
+        lambda: DCDConv2d(4, 4, 3)(torch.ones(1, 4, 5, 5, dtype=torch.int64)),
+        lambda: DCDConv2d(4, 4, 3)(torch.ones(1, 4, 5, 5, dtype=torch.float64)),
+        lambda: DynamicLinear(4, 3, kind="dcd")(torch.ones(2, 4, dtype=torch.float64)),
+        lambda: DynamicLinear(4, 3, kind="cond")(torch.ones(2, 4, dtype=torch.int32)),
+    ],
+)
+def test_wrong_input_dtype_names_the_expected_one(run):
+    with pytest.raises(TypeError, match=r"expected a torch\.float32 input"):
+        run()
+
+
+def test_zero_init_starts_as_the_static_convolution_and_authors_keeps_the_residual():
+    x = torch.randn(2, 4, 7, 7)
+    layer = DCDConv2d(4, 6, 3, padding=1).eval()
+    assert layer.attention_init == "zero" and not layer.latent_out.any()
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), F.conv2d(x, layer.weight, padding=1))
+    authors = DCDConv2d(4, 6, 3, padding=1, attention_init="authors")
+    assert authors.latent_out.abs().sum() > 0 and authors.attention.scale.weight.abs().sum() > 0
+    assert "attention_init='authors'" in repr(authors)
+
+
+@pytest.mark.parametrize("attention_init", ["zero", "authors"])
+def test_resnet_starts_at_chance_loss(attention_init):
+    # The classifier's P (Kaiming normal before) gave logits of std ~4 and a first loss ~2x ln(10).
+    torch.manual_seed(0)
+    model = create_model(
+        "resnet18",
+        conv="dcd",
+        width=0.0625,
+        stem="cifar",
+        num_classes=10,
+        in_chans=1,
+        attention_init=attention_init,
+    )
+    logits = model(torch.randn(16, 1, 16, 16))
+    loss = F.cross_entropy(logits, torch.randint(0, 10, (16,)))
+    assert abs(loss.item() - math.log(10)) < 0.1
+
+
+def test_trains_at_batch_1():
+    # Batch statistics of a single value per channel are undefined: the running ones are used.
+    layer = DynamicLinear(16, 10, kind="dcd")
+    before = layer.conv.latent_norm.running_mean.clone()
+    layer(torch.randn(1, 16)).sum().backward()
+    torch.testing.assert_close(layer.conv.latent_norm.running_mean, before)
+    model = create_model("mobilenet_v2", conv="dcd", width=0.25, num_classes=10, stem="cifar")
+    model(torch.randn(1, 3, 32, 32)).sum().backward()
 
 
 def test_dynamic_linear_is_the_dcd_classifier():

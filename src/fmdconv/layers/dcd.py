@@ -21,6 +21,15 @@ authors' code, a 1x1 map such as the classifier's needs more than one sample per
 ``Φ = FC(y)`` reshaped to L x L, where ``hsig(v) = relu6(v + 3) / 3`` (range [0, 2], 1 at v = 0).
 No temperature.
 
+Initialisation (``attention_init``): ``"authors"`` is the DCD code's: Kaiming-normal (fan_out) W0,
+Q and P, unit BatchNorms, N(0, 0.01) attention FCs. ``"zero"`` (the default) also zero-initialises
+P and the last layer of the Λ head, so the layer starts as its static convolution (Λ = 1, dynamic
+residual 0) and the dynamic residual grows from zero, as the other methods' ``"zero"`` starts from a
+uniform mixture. With the authors' init the residual ``P (BN2(Φ z) + z)`` starts at the size of the
+static output (the two BatchNorms give it unit variance whatever Φ is), which in a narrow network
+trained at lr 0.1 makes the first steps' gradients and the eval-mode activations blow up
+(docs/models.md, "DCD"). The Φ head is not zeroed: BN2 of an all-zero Φ z has no scale to normalise.
+
 DCD is not a mixture of n kernels, so it is its own module beside
 :class:`~fmdconv.layers.DynamicConv2d` rather than a preset of it (see ``docs/models.md``).
 """
@@ -33,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fmdconv.layers.attention import check_attention_init
 from fmdconv.layers.helpers import PADDING_MODES, IntPair, PaddingArg, check_int, resolve_padding, to_pair
 
 DCD_ATTENTION_NAMES = ("scale", "phi")
@@ -41,6 +51,29 @@ DCD_ATTENTION_NAMES = ("scale", "phi")
 def _hard_sigmoid(value: Tensor) -> Tensor:
     """``relu6(v + 3) / 3``: the DCD code's hard sigmoid, in [0, 2] and 1 at 0."""
     return 2.0 * F.hardsigmoid(value)
+
+
+def check_input_dtype(owner: str, x: Tensor, expected: torch.dtype) -> None:
+    """A TypeError naming ``owner`` and the dtype it expects where ``x`` has another one (a floating
+    input of another precision passes under autocast, which casts it)."""
+    if x.dtype == expected or x.device.type == "meta":
+        return
+    if x.is_floating_point() and torch.is_autocast_enabled(x.device.type):
+        return
+    raise TypeError(
+        f"{owner}: expected a {expected} input (the dtype of the layer's parameters), got {x.dtype}; "
+        f"convert the input (x.to({expected})) or the layer"
+    )
+
+
+def _normalise(norm: nn.BatchNorm2d, latent: Tensor) -> Tensor:
+    """``norm(latent)``, but with the running statistics (left unchanged) where a training batch holds
+    one value per channel, whose batch statistics are undefined."""
+    if norm.training and latent.shape[0] * latent.shape[2] * latent.shape[3] == 1:
+        return F.batch_norm(
+            latent, norm.running_mean, norm.running_var, norm.weight, norm.bias, training=False, eps=norm.eps
+        )
+    return norm(latent)
 
 
 class DCDAttention(nn.Module):
@@ -97,6 +130,7 @@ class DCDConv2d(nn.Module):
         fc_squeeze: the attention path's width is ``max(in_channels * pool_size**2, L**2) //
             fc_squeeze``, at least 4 (default 16) ...
         squeeze_channels: ... unless given here (the DCD classifier uses 32).
+        attention_init: ``"zero"`` (default) or ``"authors"`` (see the module docstring).
 
     Attributes:
         weight: the static kernel W0, (C_out, C_in, kh, kw) as nn.Conv2d's; ``bias`` (C_out) or None.
@@ -123,9 +157,11 @@ class DCDConv2d(nn.Module):
         pool_size: int = 1,
         fc_squeeze: int | None = None,
         squeeze_channels: int | None = None,
+        attention_init: str = "zero",
     ) -> None:
         super().__init__()
         name = type(self).__name__
+        self.attention_init = check_attention_init(attention_init, name)
         check_int(name, "in_channels", in_channels)
         check_int(name, "out_channels", out_channels)
         if groups != 1:
@@ -171,7 +207,8 @@ class DCDConv2d(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Kaiming-normal (fan_out, relu) W0, Q and P, zero bias, unit BatchNorms, N(0, 0.01) FCs."""
+        """Kaiming-normal (fan_out, relu) W0, Q and P, zero bias, unit BatchNorms, N(0, 0.01) FCs;
+        with ``attention_init="zero"`` P and the Λ head's FC are then zeroed (Λ = 1, no residual)."""
         nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
         nn.init.kaiming_normal_(self.latent_in, mode="fan_out", nonlinearity="relu")
         nn.init.kaiming_normal_(self.latent_out, mode="fan_out", nonlinearity="relu")
@@ -181,6 +218,9 @@ class DCDConv2d(nn.Module):
             norm.reset_running_stats()
             norm.reset_parameters()
         self.attention.reset_parameters()
+        if self.attention_init == "zero":
+            nn.init.zeros_(self.latent_out)
+            nn.init.zeros_(self.attention.scale.weight)
 
     @property
     def available_attentions(self) -> tuple[str, ...]:
@@ -188,12 +228,23 @@ class DCDConv2d(nn.Module):
         return DCD_ATTENTION_NAMES
 
     def _batched(self, x: Tensor) -> tuple[Tensor, bool]:
+        name = type(self).__name__
         unbatched = x.dim() == 3
         x = x.unsqueeze(0) if unbatched else x
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
-                f"{type(self).__name__}: expected an input (B, {self.in_channels}, H, W) or "
+                f"{name}: expected an input (B, {self.in_channels}, H, W) or "
                 f"({self.in_channels}, H, W), got shape {tuple(x.shape)}"
+            )
+        check_input_dtype(name, x, self.weight.dtype)
+        (kh, kw), (dh, dw) = self.kernel_size, self.dilation
+        left, right, top, bottom = self._explicit_padding
+        minimum = (max(1, dh * (kh - 1) + 1 - top - bottom), max(1, dw * (kw - 1) + 1 - left - right))
+        if x.shape[-2] < minimum[0] or x.shape[-1] < minimum[1]:
+            raise ValueError(
+                f"{name}: the input map is too small: kernel_size={self.kernel_size}, dilation="
+                f"{self.dilation} and padding={self.padding} need an input of at least "
+                f"{minimum[0]}x{minimum[1]} (H x W), got {x.shape[-2]}x{x.shape[-1]}"
             )
         return x, unbatched
 
@@ -232,9 +283,9 @@ class DCDConv2d(nn.Module):
         conv_input, centre, padding = self._padded_and_centre(x)
         static = F.conv2d(conv_input, self.weight, self.bias, self.stride, padding, self.dilation)
         latent = F.conv2d(centre, self.latent_in[:, :, None, None], None, self.stride)
-        latent = self.latent_norm(latent)
+        latent = _normalise(self.latent_norm, latent)
         mixed = torch.matmul(attentions["phi"], latent.flatten(2)).view_as(latent)
-        latent = self.mix_norm(mixed) + latent
+        latent = _normalise(self.mix_norm, mixed) + latent
         dynamic = F.conv2d(latent, self.latent_out[:, :, None, None])
         y = attentions["scale"][:, :, None, None] * static + dynamic
         return y[0] if unbatched else y
@@ -253,4 +304,6 @@ class DCDConv2d(nn.Module):
             text += ", bias=True"
         if self.padding_mode != "zeros":
             text += f", padding_mode={self.padding_mode!r}"
+        if self.attention_init != "zero":
+            text += f", attention_init={self.attention_init!r}"
         return text

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from fmdconv.layers.dcd import DCDConv2d
+from fmdconv.layers.dcd import DCDConv2d, check_input_dtype
 from fmdconv.layers.dynamic_conv import DynamicConv2d
 from fmdconv.layers.factory import create_conv2d
 from fmdconv.layers.helpers import is_int_at_least
@@ -21,7 +21,10 @@ class DynamicLinear(nn.Module):
     attentions, temperatures and formulations of the convolutions; its parameters live in ``conv``.
     With ``kind="dcd"`` it is a 1x1 :class:`~fmdconv.layers.DCDConv2d`: DCD's dynamic classifier
     (``DYCls`` in the DCD code) with a bias and ``latent_dim=32, squeeze_channels=32``, the options
-    the backbones pass (:data:`fmdconv.models.conv_factory.DCD_CLASSIFIER_OPTIONS`).
+    the backbones pass (:data:`fmdconv.models.conv_factory.DCD_CLASSIFIER_OPTIONS`). Its latent
+    projections Q and P are linear layers in the DCD code and start as its linear layers do, N(0,
+    0.01) (P at zero with ``attention_init="zero"``), not as the convolutions' Kaiming normal, whose
+    P alone would give logits of standard deviation ~4 at the start.
 
     Args:
         in_features, out_features, bias, device, dtype: as nn.Linear.
@@ -55,6 +58,14 @@ class DynamicLinear(nn.Module):
         self.conv: DynamicConv2d | DCDConv2d = create_conv2d(  # type: ignore[assignment]
             kind, in_features, out_features, 1, bias=bias, device=device, dtype=dtype, **options
         )
+        if isinstance(self.conv, DCDConv2d):
+            self._init_dcd_projections()
+
+    def _init_dcd_projections(self) -> None:
+        conv = self.conv
+        nn.init.normal_(conv.latent_in, 0.0, 0.01)
+        if conv.attention_init == "authors":
+            nn.init.normal_(conv.latent_out, 0.0, 0.01)
 
     @property
     def weight(self) -> nn.Parameter:
@@ -68,8 +79,11 @@ class DynamicLinear(nn.Module):
         return self.conv.bias
 
     def reset_parameters(self) -> None:
-        """Re-initialise the kernels and the attention paths (see :class:`DynamicConv2d`)."""
+        """Re-initialise the kernels and the attention paths (see :class:`DynamicConv2d`; DCD's
+        projections as in the class docstring)."""
         self.conv.reset_parameters()
+        if isinstance(self.conv, DCDConv2d):
+            self._init_dcd_projections()
 
     def forward(self, x: Tensor, kernel_attention: Tensor | None = None) -> Tensor:
         """``x`` (B, in_features) or (in_features,); ``kernel_attention``: a shared routing, if built so."""
@@ -78,6 +92,7 @@ class DynamicLinear(nn.Module):
                 f"DynamicLinear: expected an input of shape (B, {self.in_features}) or "
                 f"({self.in_features},), got {tuple(x.shape)}"
             )
+        check_input_dtype("DynamicLinear", x, self.conv.weight.dtype)
         if isinstance(self.conv, DCDConv2d):
             if kernel_attention is not None:
                 raise ValueError("DynamicLinear: a dcd classifier takes no kernel_attention")
