@@ -38,7 +38,6 @@ from fmdconv.layers.helpers import (
     resolve_padding,
     to_pair,
 )
-from fmdconv.utils import allocator
 
 ATTENTION_NAMES = ("input", "output", "spatial", "kernel")
 
@@ -446,11 +445,6 @@ class DynamicConv2d(nn.Module):
         x, kernel_attention, unbatched = self._batched(x, kernel_attention)
         if x.shape[0] == 0:  # an empty batch gives an empty output, as nn.Conv2d does
             return x.new_empty(0, self.out_channels, *self._geometry.output_size(x.shape[-2], x.shape[-1]))
-        # CPU training keeps freed memory (no page faults for reused buffers); once that has been
-        # tried, one attribute read per call. Never traced while compiling.
-        compiling = torch.compiler.is_compiling()
-        if not compiling and not allocator.attempted and x.device.type == "cpu" and torch.is_grad_enabled():
-            allocator.keep_freed_memory_once()
         attentions = self._attentions(x, kernel_attention)
         on_maps: dict[str, Tensor] = {}
         if not self.fold_attentions:
