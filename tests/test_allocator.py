@@ -53,23 +53,40 @@ def test_the_users_own_malloc_settings_win(monkeypatch):
     assert allocator.keep_freed_memory() is False
 
 
-def test_cpu_training_keeps_freed_memory_once_unless_switched_off(monkeypatch):
+def test_a_bare_layer_call_leaves_the_allocator_alone(monkeypatch):
     import torch
 
-    from fmdconv import FMDConv2d
+    from fmdconv import FMDConv2d, ODConv2d
 
     calls = []
     monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append(1) or True)
     monkeypatch.setattr(allocator, "attempted", False)
-    layer = FMDConv2d(8, 8, 3, padding=1)
-    x = torch.randn(2, 8, 5, 5)
-    with torch.no_grad():
-        layer(x)  # inference leaves the allocator alone
+    for method in (FMDConv2d, ODConv2d):
+        layer = method(8, 8, 3, padding=1).train()
+        layer(torch.randn(2, 8, 5, 5)).sum().backward()  # CPU training
     assert calls == []
-    layer(x)
-    layer(x)
+
+
+def test_the_trainer_keeps_freed_memory_once_unless_switched_off(monkeypatch, tmp_path):
+    from fmdconv.train import trainer as trainer_module
+
+    calls = []
+    monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(allocator, "attempted", False)
+    recipe = trainer_module.Recipe(
+        model="resnet18",
+        width=0.125,
+        dataset="synthetic",
+        image_size=16,
+        subset=32,
+        test_subset=16,
+        epochs=1,
+        batch_size=16,
+    )
+    trainer_module.Trainer(recipe, tmp_path / "a", device="cpu", progress=False, tensorboard=False)
+    trainer_module.Trainer(recipe, tmp_path / "b", device="cpu", progress=False, tensorboard=False)
     assert calls == [1]
     monkeypatch.setattr(allocator, "attempted", False)
     monkeypatch.setattr(allocator, "automatic", False)
-    layer(x)
+    trainer_module.Trainer(recipe, tmp_path / "c", device="cpu", progress=False, tensorboard=False)
     assert calls == [1]

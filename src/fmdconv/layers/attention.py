@@ -74,7 +74,12 @@ class GateTrunk(nn.Module):
         for head in self.heads.values():
             init_attention_linear(head, zero=self.attention_init == "zero")
 
-    def forward(self, pooled: Tensor) -> dict[str, Tensor]:
+    def forward(self, pooled: Tensor, names: tuple[str, ...] | None = None) -> Tensor:
+        """The logits of the heads ``names`` (default: all, in :attr:`heads` order), side by side.
+
+        One matrix product computes every head (their weights concatenated at call time, so the
+        parameters keep one ``Linear`` per head); :meth:`split` cuts the result per head.
+        """
         hidden = self.fc(pooled)
         if self.training and hidden.shape[0] == 1:
             bn = self.bn
@@ -83,8 +88,20 @@ class GateTrunk(nn.Module):
             )
         else:
             hidden = self.bn(hidden)
-        hidden = F.relu(hidden)
-        return {name: head(hidden) for name, head in self.heads.items()}
+        # threshold(h, 0, 0) is ReLU whose backward reads its input: no saved copy of the output.
+        hidden = F.threshold(hidden, 0.0, 0.0)
+        heads = [self.heads[name] for name in (self.heads if names is None else names)]
+        if len(heads) == 1:
+            return heads[0](hidden)
+        weight = torch.cat([head.weight for head in heads])
+        bias = torch.cat([head.bias for head in heads])
+        return torch.addmm(bias, hidden, weight.t())
+
+    def split(self, logits: Tensor, names: tuple[str, ...] | None = None) -> dict[str, Tensor]:
+        """:meth:`forward`'s logits for ``names`` as one (B, size) tensor per head."""
+        names = tuple(self.heads) if names is None else names
+        sizes = [self.heads[name].out_features for name in names]
+        return dict(zip(names, logits.split(sizes, dim=1), strict=True))
 
 
 class KernelMLP(nn.Module):
@@ -114,7 +131,7 @@ class KernelMLP(nn.Module):
         init_attention_linear(self.fc2, zero=self.attention_init == "zero")
 
     def forward(self, pooled: Tensor) -> Tensor:
-        return self.fc2(F.relu(self.fc1(pooled)))
+        return self.fc2(F.threshold(self.fc1(pooled), 0.0, 0.0))  # ReLU, see GateTrunk.forward
 
 
 class KernelRouting(nn.Module):

@@ -38,7 +38,6 @@ from fmdconv.layers.helpers import (
     resolve_padding,
     to_pair,
 )
-from fmdconv.utils import allocator
 
 ATTENTION_NAMES = ("input", "output", "spatial", "kernel")
 
@@ -384,26 +383,37 @@ class DynamicConv2d(nn.Module):
         return torch.sigmoid(logits)
 
     def _attentions(self, x: Tensor, kernel_attention: Tensor | None = None) -> dict[str, Tensor]:
+        """The enabled attentions for a batched ``x``; a disabled one is not computed at all."""
         attentions: dict[str, Tensor] = {}
+        disabled = self.disabled_attentions
         kernel_logits = None
-        if self.gate is not None or self.kernel_path is not None:  # a shared-routing CondConv has neither
+        gate, kernel_path = self.gate, self.kernel_path
+        if kernel_path is not None and "kernel" in disabled:
+            kernel_path = None
+        names = () if gate is None else tuple(name for name in gate.heads if name not in disabled)
+        if names or kernel_path is not None:  # a shared-routing CondConv has neither
             pooled = x.mean((2, 3))
-            if self.gate is not None:
-                for name, logits in self.gate(pooled).items():
-                    if name == "kernel":
-                        kernel_logits = logits
-                    else:
-                        attentions[name] = self.normalise_gate(logits)
-            if self.kernel_path is not None:
-                kernel_logits = self.kernel_path(pooled)
+            if names:
+                # Every head in one product; the gates come first and share one sigmoid.
+                assert gate is not None
+                logits = gate(pooled, names)
+                gates = names[:-1] if names[-1] == "kernel" else names
+                if len(gates) < len(names):  # the kernel head's n logits come last
+                    width = logits.shape[1] - self.kernel_num
+                    kernel_logits = logits[:, width:] if gates else logits
+                    logits = logits[:, :width]
+                if gates:
+                    values = self.normalise_gate(logits)
+                    attentions.update(gate.split(values, gates) if len(gates) > 1 else {gates[0]: values})
+            if kernel_path is not None:
+                kernel_logits = kernel_path(pooled)
         if kernel_attention is not None:
-            attentions["kernel"] = kernel_attention
+            if "kernel" not in disabled:
+                attentions["kernel"] = kernel_attention
         elif kernel_logits is not None:
             attentions["kernel"] = self.normalise_kernel(kernel_logits)
         if "spatial" in attentions:
             attentions["spatial"] = attentions["spatial"].view(-1, *self.kernel_size)
-        for name in self.disabled_attentions:
-            attentions.pop(name, None)
         return attentions
 
     def _batched(self, x: Tensor, kernel_attention: Tensor | None) -> tuple[Tensor, Tensor | None, bool]:
@@ -435,11 +445,6 @@ class DynamicConv2d(nn.Module):
         x, kernel_attention, unbatched = self._batched(x, kernel_attention)
         if x.shape[0] == 0:  # an empty batch gives an empty output, as nn.Conv2d does
             return x.new_empty(0, self.out_channels, *self._geometry.output_size(x.shape[-2], x.shape[-1]))
-        # CPU training keeps freed memory (no page faults for reused buffers); once that has been
-        # tried, one attribute read per call. Never traced while compiling.
-        compiling = torch.compiler.is_compiling()
-        if not compiling and not allocator.attempted and x.device.type == "cpu" and torch.is_grad_enabled():
-            allocator.keep_freed_memory_once()
         attentions = self._attentions(x, kernel_attention)
         on_maps: dict[str, Tensor] = {}
         if not self.fold_attentions:

@@ -39,12 +39,24 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from fmdconv.layers.conv_primitives import (
+    ConvGeometry,
+    add_bias,
+    conv2d,
+    is_exporting,
+    mixed_bias,
+    scale_channels,
+)
+from fmdconv.utils.timing import synchronize
+
+# Re-exported: other layer modules import these from here.
+__all__ = ["ConvGeometry", "is_exporting", "mixed_bias", "scale_channels"]
 
 Formulation = Literal["grouped", "mixed", "matmul", "triton"]
 Convolution = Callable[[Tensor, Tensor, "Tensor | None", dict[str, Tensor], "ConvGeometry"], Tensor]
@@ -55,48 +67,6 @@ FORMULATIONS: tuple[str, ...] = ("auto", "grouped", "mixed", "matmul", "triton")
 # costs per element. Measured on a 2-core CPU, fwd and fwd+bwd alike (docs/speed.md): the crossing is
 # between 4x4 and 8x8 output maps for n = 4 (at 7x7 the two tie).
 MIXED_MAX_EXTRA_PIXELS = 150
-
-
-@dataclass(frozen=True)
-class ConvGeometry:
-    """Static convolution arguments; ``pre_pad`` is set when padding must be applied with ``F.pad``."""
-
-    kernel_size: tuple[int, int]
-    stride: tuple[int, int]
-    padding: tuple[int, int]
-    dilation: tuple[int, int]
-    groups: int
-    pre_pad: tuple[int, int, int, int] | None
-    pad_mode: str
-
-    def pad(self, x: Tensor) -> Tensor:
-        return x if self.pre_pad is None else F.pad(x, self.pre_pad, mode=self.pad_mode)
-
-    def minimum_input_size(self) -> tuple[int, int]:
-        """The smallest unpadded input (height, width) whose padded map holds one dilated kernel."""
-        left, right, top, bottom = self.pre_pad or (0, 0, 0, 0)
-        return (
-            max(1, self.dilation[0] * (self.kernel_size[0] - 1) + 1 - top - bottom - 2 * self.padding[0]),
-            max(1, self.dilation[1] * (self.kernel_size[1] - 1) + 1 - left - right - 2 * self.padding[1]),
-        )
-
-    def output_size(self, height: int, width: int) -> tuple[int, int]:
-        """Spatial size of the output for an unpadded input of size (height, width)."""
-        left, right, top, bottom = self.pre_pad or (0, 0, 0, 0)
-        return (
-            (height + top + bottom + 2 * self.padding[0] - self.dilation[0] * (self.kernel_size[0] - 1) - 1)
-            // self.stride[0]
-            + 1,
-            (width + left + right + 2 * self.padding[1] - self.dilation[1] * (self.kernel_size[1] - 1) - 1)
-            // self.stride[1]
-            + 1,
-        )
-
-
-def is_exporting() -> bool:
-    """True while tracing for ONNX/TorchScript or exporting with torch.export."""
-    exporting = getattr(torch.compiler, "is_exporting", None)
-    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or (exporting is not None and exporting())
 
 
 def choose_formulation(
@@ -138,25 +108,6 @@ def choose_formulation(
     return "grouped"
 
 
-def scale_channels(x: Tensor, scale: Tensor | None) -> Tensor:
-    """``x`` (B, C, H, W) times a per-sample channel attention (B, C); ``None`` counts as 1."""
-    return x if scale is None else x * scale[:, :, None, None]
-
-
-def _mixed_bias(bias: Tensor | None, kernel: Tensor | None) -> Tensor | None:
-    """Per-sample bias sum_i kernel_i * bias_i: (B, C_out), or (C_out,) with no kernel attention."""
-    if bias is None:
-        return None
-    return bias.sum(0) if kernel is None else kernel @ bias
-
-
-def _finish(y: Tensor, bias: Tensor | None, output: Tensor | None) -> Tensor:
-    """Add the (per-sample) bias, then apply the output attention."""
-    if bias is not None:
-        y = y + (bias[:, :, None, None] if bias.dim() == 2 else bias[:, None, None])
-    return scale_channels(y, output)
-
-
 def _per_sample_kernel(
     weight: Tensor,
     attentions: dict[str, Tensor],
@@ -166,7 +117,9 @@ def _per_sample_kernel(
 ) -> Tensor:
     """sum_i kernel_b,i * (spatial_b * W_i), with the channel attentions optionally folded in.
 
-    Returns (B, C_out, C_in/g, kh, kw), or (C_out, C_in/g, kh, kw) when nothing varies per sample.
+    Returns (C_out, C_in/g, kh, kw) when nothing varies per sample, else the per-sample kernels as
+    (B, C_out, C_in/g, kh, kw) or, when only the kernel attention mixes them, flat as
+    (B, C_out * C_in/g * kh * kw): the callers reshape it once to what they need.
     """
     kernel, spatial = attentions.get("kernel"), attentions.get("spatial")
     n, out_channels = weight.shape[:2]
@@ -177,9 +130,12 @@ def _per_sample_kernel(
         source = weight.permute(0, 1, 3, 4, 2)
         mixed = (kernel @ source.flatten(1)).view(kernel.shape[0], *source.shape[1:]).permute(0, 1, 4, 2, 3)
     else:
-        mixed = (kernel @ weight.flatten(1)).view(kernel.shape[0], *weight.shape[1:])
+        mixed = kernel @ weight.flatten(1)
+        if spatial is None and not (fold_input or fold_output):
+            return mixed
+        mixed = mixed.view(kernel.shape[0], *weight.shape[1:])
     if spatial is not None:
-        mixed = mixed * spatial[:, None, None]
+        mixed = mixed * spatial.view(-1, 1, 1, *spatial.shape[1:])
     if fold_input or fold_output:
         # One product with the (output channel x input channel) scale, B x C_out x C_in/g elements,
         # instead of one per attention over the whole per-sample kernel (k*k times larger).
@@ -196,8 +152,9 @@ def _per_sample_kernel(
 
 def _is_channels_last(weight: Tensor) -> bool:
     """Whether the (n, C_out, C_in/g, kh, kw) kernels are stored channels_last (C_in/g innermost)."""
-    in_channels_last = weight.permute(0, 1, 3, 4, 2).is_contiguous()
-    return weight.shape[2] > 1 and in_channels_last and not weight.is_contiguous()
+    if weight.shape[2] == 1 or weight.is_contiguous():
+        return False
+    return weight.permute(0, 1, 3, 4, 2).is_contiguous()
 
 
 def _fold_choices(
@@ -206,7 +163,7 @@ def _fold_choices(
     """Fold a channel attention into the kernel when the kernel is smaller than the map it would scale."""
     if not per_sample:
         return False, False
-    kernel_elements = weight[0].numel()
+    kernel_elements = weight.numel() // weight.shape[0]
     out_h, out_w = geometry.output_size(x.shape[-2], x.shape[-1])
     fold_input = "input" in attentions and kernel_elements < x.shape[1] * x.shape[-2] * x.shape[-1]
     fold_output = "output" in attentions and kernel_elements < weight.shape[1] * out_h * out_w
@@ -218,45 +175,18 @@ def _output_and_bias(
 ) -> tuple[Tensor | None, Tensor | None]:
     """The bias to add and the output attention still to apply after the convolution."""
     output = attentions.get("output")
-    mixed_bias = _mixed_bias(bias, attentions.get("kernel"))
+    sample_bias = mixed_bias(bias, attentions.get("kernel"))
     if fold_output:
-        if mixed_bias is not None:
-            mixed_bias = mixed_bias * output
+        if sample_bias is not None:
+            sample_bias = sample_bias * output
         output = None
-    return mixed_bias, output
-
-
-def _computes_in_bf16_on_cpu(x: Tensor) -> bool:
-    """Whether ``F.conv2d`` on ``x`` runs in bfloat16 on the CPU (bf16 input, or CPU autocast to bf16)."""
-    if x.device.type != "cpu":
-        return False
-    if torch.is_autocast_enabled("cpu") and x.is_floating_point():
-        return torch.get_autocast_dtype("cpu") == torch.bfloat16
-    return x.dtype == torch.bfloat16
-
-
-def _conv2d(x: Tensor, weight: Tensor, geometry: ConvGeometry, groups: int) -> Tensor:
-    """``F.conv2d(x, weight)`` with the geometry's stride, padding and dilation and ``groups`` groups.
-
-    Works around a oneDNN bug (v3.12.0, in torch 2.13.0+cpu): in bf16, when the output is one pixel
-    wide, its backward-weights kernels (``brgconv_bwd_w`` on AMX, ``jit_bf16`` on AVX-512) read the
-    weight gradient of the taps on the left/right zero padding from uninitialised memory: wrong,
-    often NaN, varying from call to call (forward and input gradient are right; docs/training.md).
-    Padding such an input with ``F.pad`` first is the same convolution with no padding for the
-    kernel to mishandle; the copy is of a map one output pixel wide.
-    """
-    g = geometry
-    padding = g.padding
-    if padding != (0, 0) and _computes_in_bf16_on_cpu(x) and g.output_size(*x.shape[-2:])[1] == 1:
-        x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
-        padding = (0, 0)
-    return F.conv2d(x, weight, None, g.stride, padding, g.dilation, groups)
+    return sample_bias, output
 
 
 def conv_grouped(
     x: Tensor, weight: Tensor, bias: Tensor | None, attentions: dict[str, Tensor], geometry: ConvGeometry
 ) -> Tensor:
-    """Per-sample kernels, the batch folded into the groups of one convolution."""
+    """Per-sample kernels, the batch folded into the groups of one convolution (bias included)."""
     per_sample = "kernel" in attentions or "spatial" in attentions or x.shape[0] == 1
     fold_input, fold_output = _fold_choices(attentions, weight, x, geometry, per_sample)
     kernel = _per_sample_kernel(weight, attentions, geometry.groups, fold_input, fold_output)
@@ -264,21 +194,22 @@ def conv_grouped(
         x = scale_channels(x, attentions.get("input"))
     x = geometry.pad(x)
     g = geometry
+    sample_bias, output = _output_and_bias(attentions, bias, fold_output)
     if kernel.dim() == 4:
-        y = _conv2d(x, kernel, g, g.groups)
-    else:
-        batch = x.shape[0]
-        folded = x.reshape(1, -1, *x.shape[-2:])
-        y = _conv2d(folded, kernel.reshape(-1, *kernel.shape[2:]), g, g.groups * batch)
-        y = y.view(batch, -1, *y.shape[-2:])
-    mixed_bias, output = _output_and_bias(attentions, bias, fold_output)
-    return _finish(y, mixed_bias, output)
+        return scale_channels(conv2d(x, kernel, g, g.groups, sample_bias), output)
+    batch = x.shape[0]
+    if sample_bias is not None and sample_bias.dim() == 1:  # a per-sample kernel, one bias for all
+        sample_bias = sample_bias.expand(batch, -1)
+    flat_bias = None if sample_bias is None else sample_bias.reshape(-1)
+    folded = x if batch == 1 else x.reshape(1, -1, *x.shape[-2:])
+    y = conv2d(folded, kernel.reshape(-1, *weight.shape[2:]), g, g.groups * batch, flat_bias)
+    return scale_channels(y if batch == 1 else y.view(batch, -1, *y.shape[-2:]), output)
 
 
 def conv_mixed(
     x: Tensor, weight: Tensor, bias: Tensor | None, attentions: dict[str, Tensor], geometry: ConvGeometry
 ) -> Tensor:
-    """All n kernels as one static convolution, then a per-sample mix of the n outputs."""
+    """All n kernels as one static convolution, then a per-sample mix of the n outputs (and biases)."""
     if "spatial" in attentions:
         raise ValueError("formulation='mixed' is exact only without spatial attention (not for ODConv)")
     n, out_channels = weight.shape[:2]
@@ -287,23 +218,33 @@ def conv_mixed(
     x = g.pad(scale_channels(x, attentions.get("input")))
     kernel, output = attentions.get("kernel"), attentions.get("output")
     if n == 1 or kernel is None:
-        y = _conv2d(x, weight.sum(0) if n > 1 else weight[0], g, groups)
+        y = conv2d(x, weight.sum(0) if n > 1 else weight[0], g, groups)
         if kernel is not None:
             y = y * kernel.view(-1, 1, 1, 1)
-        return _finish(y, _mixed_bias(bias, kernel), output)
-    # Output channels ordered (group, kernel, channel-in-group) so each group sees only its inputs.
-    stacked = weight.view(n, groups, out_channels // groups, *weight.shape[2:]).transpose(0, 1)
-    y_all = _conv2d(x, stacked.reshape(-1, *weight.shape[2:]), g, groups)
+        return scale_channels(add_bias(y, mixed_bias(bias, kernel)), output)
+    # Output channels ordered (group, kernel, channel-in-group) so each group sees only its inputs;
+    # each kernel's bias rides with its outputs, so the mix below mixes the biases too.
+    if groups == 1:
+        stacked = weight.reshape(n * out_channels, *weight.shape[2:])
+        stacked_bias = None if bias is None else bias.view(-1)
+    else:
+        shape = (n, groups, out_channels // groups)
+        stacked = weight.view(*shape, *weight.shape[2:]).transpose(0, 1).reshape(-1, *weight.shape[2:])
+        stacked_bias = None if bias is None else bias.view(shape).transpose(0, 1).reshape(-1)
+    y_all = conv2d(x, stacked, g, groups, stacked_bias)
     batch, _, out_h, out_w = y_all.shape
-    coefficients = kernel[:, None, None, :].expand(batch, groups, 1, n).reshape(batch * groups, 1, n)
+    if groups == 1:
+        coefficients = kernel.view(batch, 1, n)
+    else:
+        coefficients = kernel.view(batch, 1, 1, n).expand(batch, groups, 1, n).reshape(batch * groups, 1, n)
     y = torch.bmm(coefficients, y_all.reshape(batch * groups, n, -1)).view(batch, out_channels, out_h, out_w)
-    return _finish(y, _mixed_bias(bias, kernel), output)
+    return scale_channels(y, output)
 
 
 def conv_matmul(
     x: Tensor, weight: Tensor, bias: Tensor | None, attentions: dict[str, Tensor], geometry: ConvGeometry
 ) -> Tensor:
-    """im2col and a batched matrix product with the per-sample kernels."""
+    """im2col and a batched matrix product with the per-sample kernels (the bias added in the product)."""
     per_sample = "kernel" in attentions or "spatial" in attentions
     fold_input, fold_output = _fold_choices(attentions, weight, x, geometry, per_sample)
     kernel = _per_sample_kernel(weight, attentions, geometry.groups, fold_input, fold_output)
@@ -314,15 +255,25 @@ def conv_matmul(
     out_h, out_w = g.output_size(x.shape[-2], x.shape[-1])
     x = g.pad(x)
     if g.kernel_size == (1, 1) and g.padding == (0, 0):
-        columns = x[:, :, :: g.stride[0], :: g.stride[1]].flatten(2)
+        columns = x[:, :, :: g.stride[0], :: g.stride[1]] if g.stride != (1, 1) else x
+        columns = columns.reshape(batch, x.shape[1], out_h * out_w)
     else:
         columns = F.unfold(x, g.kernel_size, g.dilation, g.padding, g.stride)
-    columns = columns.view(batch, g.groups, -1, out_h * out_w)
+    sample_bias, output = _output_and_bias(attentions, bias, fold_output)
     out_channels = weight.shape[1]
+    if g.groups == 1 and kernel.dim() != 4:
+        kernel = kernel.reshape(batch, out_channels, -1)
+        if sample_bias is None:
+            y = torch.bmm(kernel, columns)
+        else:
+            if sample_bias.dim() == 1:
+                sample_bias = sample_bias.expand(batch, -1)
+            y = torch.baddbmm(sample_bias.unsqueeze(2), kernel, columns)
+        return scale_channels(y.view(batch, out_channels, out_h, out_w), output)
+    columns = columns.view(batch, g.groups, -1, out_h * out_w)
     kernel = kernel.reshape(-1, g.groups, out_channels // g.groups, columns.shape[2])
     y = (kernel @ columns).view(batch, out_channels, out_h, out_w)
-    mixed_bias, output = _output_and_bias(attentions, bias, fold_output)
-    return _finish(y, mixed_bias, output)
+    return scale_channels(add_bias(y, sample_bias), output)
 
 
 def _triton_available(x: Tensor) -> bool:
@@ -498,12 +449,12 @@ def measure_formulations(
     needs_grad = [t for t in (x_, weight_, bias_, *attentions_.values()) if t is not None and t.requires_grad]
 
     def run(convolution: Convolution) -> float:
-        _synchronize(x.device)
+        synchronize(x.device)
         start = time.perf_counter()
         y = convolution(x_, weight_, bias_, attentions_, geometry)
         if needs_grad:
             torch.autograd.grad(y, needs_grad, torch.ones_like(y))
-        _synchronize(x.device)
+        synchronize(x.device)
         return time.perf_counter() - start
 
     runs: dict[str, Convolution] = {}
@@ -518,8 +469,3 @@ def measure_formulations(
         for name, convolution in runs.items():
             times[name].append(run(convolution))
     return {name: statistics.median(values) for name, values in times.items()}
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

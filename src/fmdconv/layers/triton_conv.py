@@ -41,7 +41,7 @@ import os
 import torch
 from torch import Tensor
 
-from fmdconv.layers.formulations import ConvGeometry, _mixed_bias, scale_channels
+from fmdconv.layers.conv_primitives import ConvGeometry, mixed_bias, scale_channels
 
 try:
     import triton
@@ -621,16 +621,16 @@ def conv_triton(
         x = x.to(torch.get_autocast_dtype("cuda"))
     x = geometry.pad(x).contiguous()
     kernel, spatial = attentions.get("kernel"), attentions.get("spatial")
-    mixed_bias = _mixed_bias(bias, kernel)
-    if mixed_bias is not None and mixed_bias.dim() == 1:
-        mixed_bias = mixed_bias.expand(x.shape[0], -1)
+    sample_bias = mixed_bias(bias, kernel)
+    if sample_bias is not None and sample_bias.dim() == 1:
+        sample_bias = sample_bias.expand(x.shape[0], -1)
     y = _triton_conv(
         x,
         weight.permute(0, 1, 3, 4, 2).contiguous(),
         None if kernel is None else kernel.contiguous(),
         None if spatial is None else spatial.flatten(1).contiguous(),
         None if "input" not in attentions else attentions["input"].contiguous(),
-        None if mixed_bias is None else mixed_bias.contiguous(),
+        None if sample_bias is None else sample_bias.contiguous(),
         list(geometry.stride),
         list(geometry.padding),
         list(geometry.dilation),

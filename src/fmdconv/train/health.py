@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from fmdconv.layers import DynamicConv2d, SharedRouting
+from fmdconv.layers.attention import GateTrunk
 
 SATURATION_MARGIN = 0.01
 SPIKE_FACTOR = 10.0
@@ -118,8 +119,10 @@ class AttentionProbe:
 
         @torch.no_grad()
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            # A GateTrunk returns one logit tensor per head; a kernel path, the kernel logits.
-            for name, logits in output.items() if isinstance(output, dict) else [("kernel", output)]:
+            # A GateTrunk returns its heads' logits side by side (split per head by the trunk, for
+            # the heads named in its call); a kernel path, the kernel logits.
+            heads = module.split(output, *inputs[1:]) if isinstance(module, GateTrunk) else {"kernel": output}
+            for name, logits in heads.items():
                 add(name, logits)
 
         return hook

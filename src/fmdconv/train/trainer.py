@@ -63,6 +63,7 @@ from fmdconv.train.health import AttentionProbe, GradientSpikeDetector, global_g
 from fmdconv.train.logging import MetricsLogger
 from fmdconv.train.progress import ProgressBar
 from fmdconv.train.recipe import PRECISIONS, Recipe, recipe_differences, saved_recipe
+from fmdconv.utils.allocator import keep_freed_memory_once
 from fmdconv.utils.devices import resolve_device
 from fmdconv.utils.io import copy_atomic
 
@@ -442,6 +443,8 @@ class Trainer:
         self.device = resolve_device(device, self.context.local_rank)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
+        elif self.device.type == "cpu":  # freed buffers stay with the process (fmdconv.utils.allocator)
+            keep_freed_memory_once()
         check_precision(self.device, recipe.precision)
         if recipe.batch_size % self.context.world_size:
             raise ValueError(

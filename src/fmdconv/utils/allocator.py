@@ -11,9 +11,10 @@ effect as the environment variables ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_T
 are kept by disabling ``mmap`` for malloc instead). The cost: memory freed by the process stays
 with it (its resident size stays at its peak) instead of going back to the system.
 
-The ``fmdconv`` command calls it at start; the dynamic layers call it (through
-:func:`keep_freed_memory_once`) on their first forward pass on the CPU with gradients enabled, i.e.
-when CPU training starts, unless :data:`automatic` is set to False first.
+It changes the whole process, so only the entry points that own the process call it: the
+``fmdconv`` command at start, and :class:`~fmdconv.train.Trainer` (through
+:func:`keep_freed_memory_once`, unless :data:`automatic` is set to False first) when it trains on
+the CPU. Importing or calling a layer leaves the allocator alone.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ KEEP_FREED_MEMORY: dict[int, int] = {M_MMAP_MAX: 0, M_TRIM_THRESHOLD: -1, M_TOP_
 # Set by users to choose their own allocator settings; fmdconv then leaves the allocator alone.
 _USER_SETTINGS = ("GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
 
-# False: the layers leave the allocator alone (the fmdconv command still keeps freed memory).
+# False: the Trainer leaves the allocator alone (the fmdconv command still keeps freed memory).
 automatic = True
 attempted = False
 
