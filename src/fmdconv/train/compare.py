@@ -43,6 +43,7 @@ from fmdconv.train.recipe import Recipe, recipe_differences, saved_recipe
 from fmdconv.train.trainer import input_size, load_trained_model, train
 from fmdconv.utils.devices import resolve_device
 from fmdconv.utils.io import write_text_atomic
+from fmdconv.utils.machine import machine_line, machine_record
 from fmdconv.viz import plot_scores, plot_speed_accuracy
 
 METHOD_LABELS = {
@@ -324,13 +325,9 @@ def recipe_summary(recipe: Recipe) -> str:
 
 
 def machine_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    """The machine of a report: CPU model and flags, threads, the GPU on CUDA, torch and Python."""
     policy = f", OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}" if "OMP_WAIT_POLICY" in os.environ else ""
-    return (
-        f"CPU ({platform.machine()}, {_count(torch.get_num_threads(), 'thread')}{policy}), "
-        f"torch {torch.__version__}, Python {platform.python_version()}"
-    )
+    return f"{machine_line(machine_record(device))}{policy}, Python {platform.python_version()}"
 
 
 def write_report(
@@ -366,6 +363,7 @@ def write_report(
         "seeds": seeds,
         "latency_batch_size": latency_batch_size,
         "machine": machine,
+        "machine_details": machine_record(device),
         "wall_seconds": wall_seconds,
     }
     write_text_atomic(out_dir / RESULTS_FILE, json.dumps(results_json, indent=2) + "\n")
