@@ -16,7 +16,8 @@ latency is the median wall time of one forward pass of a batch of ``latency_batc
 eval mode, per image; IES = (s per epoch) / top-1 and RCS = top-1 / (s per epoch), as
 :mod:`fmdconv.metrics` defines them. Every file is written atomically. Runs already in ``out_dir``
 are resumed (finished ones are reused), so an interrupted comparison continues where it stopped; a
-run there of another recipe (other than ``data_dir`` and ``num_workers``) is refused, never mixed in.
+run there of another recipe (other than ``data_dir``, ``num_workers`` and ``compile``) is refused, never
+mixed in.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from fmdconv.train.recipe import Recipe, recipe_differences, saved_recipe
 from fmdconv.train.trainer import input_size, load_trained_model, train
 from fmdconv.utils.devices import resolve_device
 from fmdconv.utils.io import write_text_atomic
+from fmdconv.utils.machine import machine_line, machine_record
 from fmdconv.viz import plot_scores, plot_speed_accuracy
 
 METHOD_LABELS = {
@@ -126,7 +128,7 @@ class MethodResult:
 
 
 # Settings a reused run may differ in: where the data is and how it is loaded change no result.
-REUSABLE_DIFFERENCES = ("data_dir", "num_workers")
+REUSABLE_DIFFERENCES = ("data_dir", "num_workers", "compile")
 
 
 def check_reusable(run_dir: Path, recipe: Recipe) -> None:
@@ -318,19 +320,15 @@ def recipe_summary(recipe: Recipe) -> str:
         f"{recipe.dataset} ({subset}; accuracy on {test}), {_count(recipe.epochs, 'epoch')}, "
         f"batch {recipe.batch_size}, "
         f"SGD lr {recipe.lr:g} ({recipe.schedule}{warmup}), weight decay {recipe.weight_decay:g}, "
-        f"{recipe.precision}; gate temperatures anneal to 1 over "
+        f"{recipe.precision}{', compiled' if recipe.compile else ''}; gate temperatures anneal to 1 over "
         f"{_count(recipe.temperature_warm_epochs, 'epoch')}, kernel temperature {recipe.kernel_temperature}"
     )
 
 
 def machine_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    """The machine of a report: CPU model and flags, threads, the GPU on CUDA, torch and Python."""
     policy = f", OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}" if "OMP_WAIT_POLICY" in os.environ else ""
-    return (
-        f"CPU ({platform.machine()}, {_count(torch.get_num_threads(), 'thread')}{policy}), "
-        f"torch {torch.__version__}, Python {platform.python_version()}"
-    )
+    return f"{machine_line(machine_record(device))}{policy}, Python {platform.python_version()}"
 
 
 def write_report(
@@ -366,6 +364,7 @@ def write_report(
         "seeds": seeds,
         "latency_batch_size": latency_batch_size,
         "machine": machine,
+        "machine_details": machine_record(device),
         "wall_seconds": wall_seconds,
     }
     write_text_atomic(out_dir / RESULTS_FILE, json.dumps(results_json, indent=2) + "\n")
@@ -410,8 +409,9 @@ def compare(
     Args:
         recipe: the shared settings; its ``conv`` and ``attention`` are ignored.
         out_dir: report folder; the runs go to ``out_dir/runs/<method>/``. Runs already there are
-            resumed (finished ones reused) if their recipe is the method's up to ``data_dir`` and
-            ``num_workers``; any other difference (``epochs`` included) raises a ValueError naming it.
+            resumed (finished ones reused) if their recipe is the method's up to ``data_dir``,
+            ``num_workers`` and ``compile``; any other difference (``epochs`` included) raises a
+            ValueError naming it.
         methods: names of :data:`~fmdconv.models.METHODS` (conv kinds, or the feature attentions
             ``se``, ``cbam``, ``eca`` on the static backbone) to compare, in the order of the table.
         device: where to train and time (default: CUDA if available).

@@ -92,6 +92,11 @@ class Recipe:
         "temperatures anneal; docs/training.md)",
     )
     precision: str = _setting("fp32", f"arithmetic: {', '.join(PRECISIONS)} (fp16 needs CUDA)")
+    compile: bool = _setting(
+        False,
+        "run the training steps through torch.compile (inductor, CPU or CUDA; the first steps compile, "
+        "which takes minutes on a small CPU; docs/training.md)",
+    )
     seed: int = _setting(0, "seed of weights, data order and augmentation")
     num_workers: int = _setting(0, "data-loading worker processes per training process")
 

@@ -59,6 +59,7 @@ from fmdconv.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from fmdconv.train.compilation import compile_for_training
 from fmdconv.train.health import AttentionProbe, GradientSpikeDetector, global_grad_norm
 from fmdconv.train.logging import MetricsLogger
 from fmdconv.train.progress import ProgressBar
@@ -69,7 +70,7 @@ from fmdconv.utils.io import copy_atomic
 
 STEP_RECORDS_PER_EPOCH = 10
 # Settings a resumed run may change: where the data is, how it is loaded, and how long to train.
-RESUMABLE_OVERRIDES = ("data_dir", "num_workers", "epochs")
+RESUMABLE_OVERRIDES = ("data_dir", "num_workers", "epochs", "compile")
 
 
 @dataclass(frozen=True)
@@ -498,6 +499,8 @@ class Trainer:
         if self.context.distributed:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.model, device_ids=device_ids)
+        # Logged steps run eagerly, for the attention probe's hooks (docs/training.md, "Compiled training").
+        self.compiled_model = compile_for_training(self.model) if recipe.compile else self.model
         self.attention_probe = AttentionProbe(unwrap(self.model))
         self.spike_detector = GradientSpikeDetector()
         self.logger = MetricsLogger(
@@ -614,7 +617,7 @@ class Trainer:
             )
             probe = self.attention_probe.record() if logged else contextlib.nullcontext(None)
             with autocast(self.device, recipe.precision), probe as attention_stats:
-                logits = self.model(images)
+                logits = (self.model if logged else self.compiled_model)(images)
                 loss = F.cross_entropy(logits.float(), labels, label_smoothing=recipe.label_smoothing)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
