@@ -253,6 +253,38 @@ def _conv2d(x: Tensor, weight: Tensor, geometry: ConvGeometry, groups: int) -> T
     return F.conv2d(x, weight, None, g.stride, padding, g.dilation, groups)
 
 
+def convolve_each_sample(
+    x: Tensor, kernel: Tensor, geometry: ConvGeometry, formulation: Literal["grouped", "matmul"]
+) -> Tensor:
+    """Convolve each sample ``x_b`` with its own ``kernel_b``: the per-sample step of ``grouped`` and
+    ``matmul``, no bias, no attention.
+
+    ``kernel`` is (B, C_out, C_in/g, kh, kw), or (C_out, C_in/g, kh, kw) shared by the batch.
+    ``grouped`` folds the batch into the groups of one convolution (one plain convolution for a
+    shared kernel); ``matmul`` is im2col and a batched product, which ties no graph constant to the
+    batch size (the export path).
+    """
+    g = geometry
+    batch = x.shape[0]
+    if formulation == "grouped":
+        x = g.pad(x)
+        if kernel.dim() == 4:
+            return _conv2d(x, kernel, g, g.groups)
+        folded = x.reshape(1, -1, *x.shape[-2:])
+        y = _conv2d(folded, kernel.reshape(-1, *kernel.shape[2:]), g, g.groups * batch)
+        return y.view(batch, -1, *y.shape[-2:])
+    out_h, out_w = g.output_size(x.shape[-2], x.shape[-1])
+    x = g.pad(x)
+    if g.kernel_size == (1, 1) and g.padding == (0, 0):
+        columns = x[:, :, :: g.stride[0], :: g.stride[1]].flatten(2)
+    else:
+        columns = F.unfold(x, g.kernel_size, g.dilation, g.padding, g.stride)
+    columns = columns.view(batch, g.groups, -1, out_h * out_w)
+    out_channels = kernel.shape[-4]
+    kernel = kernel.reshape(-1, g.groups, out_channels // g.groups, columns.shape[2])
+    return (kernel @ columns).view(batch, out_channels, out_h, out_w)
+
+
 def conv_grouped(
     x: Tensor, weight: Tensor, bias: Tensor | None, attentions: dict[str, Tensor], geometry: ConvGeometry
 ) -> Tensor:
@@ -262,15 +294,7 @@ def conv_grouped(
     kernel = _per_sample_kernel(weight, attentions, geometry.groups, fold_input, fold_output)
     if not fold_input:
         x = scale_channels(x, attentions.get("input"))
-    x = geometry.pad(x)
-    g = geometry
-    if kernel.dim() == 4:
-        y = _conv2d(x, kernel, g, g.groups)
-    else:
-        batch = x.shape[0]
-        folded = x.reshape(1, -1, *x.shape[-2:])
-        y = _conv2d(folded, kernel.reshape(-1, *kernel.shape[2:]), g, g.groups * batch)
-        y = y.view(batch, -1, *y.shape[-2:])
+    y = convolve_each_sample(x, kernel, geometry, "grouped")
     mixed_bias, output = _output_and_bias(attentions, bias, fold_output)
     return _finish(y, mixed_bias, output)
 
@@ -309,18 +333,7 @@ def conv_matmul(
     kernel = _per_sample_kernel(weight, attentions, geometry.groups, fold_input, fold_output)
     if not fold_input:
         x = scale_channels(x, attentions.get("input"))
-    g = geometry
-    batch = x.shape[0]
-    out_h, out_w = g.output_size(x.shape[-2], x.shape[-1])
-    x = g.pad(x)
-    if g.kernel_size == (1, 1) and g.padding == (0, 0):
-        columns = x[:, :, :: g.stride[0], :: g.stride[1]].flatten(2)
-    else:
-        columns = F.unfold(x, g.kernel_size, g.dilation, g.padding, g.stride)
-    columns = columns.view(batch, g.groups, -1, out_h * out_w)
-    out_channels = weight.shape[1]
-    kernel = kernel.reshape(-1, g.groups, out_channels // g.groups, columns.shape[2])
-    y = (kernel @ columns).view(batch, out_channels, out_h, out_w)
+    y = convolve_each_sample(x, kernel, geometry, "matmul")
     mixed_bias, output = _output_and_bias(attentions, bias, fold_output)
     return _finish(y, mixed_bias, output)
 
