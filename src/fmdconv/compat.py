@@ -137,7 +137,8 @@ def convert_state_dict(
 
     Args:
         state_dict: a whole model's or a single layer's state dict.
-        source: the authors' code: ``"odconv"``, ``"fmdconv"`` or ``"dyconv"``.
+        source: the authors' code: ``"odconv"``, ``"fmdconv"`` or ``"dyconv"``; or ``"fdconv"``
+            (:func:`convert_fdconv_state_dict`, which stores no temperatures).
         direction: ``"to_fmdconv"`` (load the authors' weights here) or ``"to_authors"``.
         gate_temperature, kernel_temperature: the temperatures to store in the converted layers
             (``to_fmdconv`` only); default: :data:`DEFAULT_TEMPERATURES`. Set them to what the
@@ -152,8 +153,14 @@ def convert_state_dict(
             layer that the source's layout does not have (for example an ODConv checkpoint converted
             with ``source="dyconv"``).
     """
+    if source == FDCONV_SOURCE:
+        if gate_temperature is not None or kernel_temperature is not None:
+            raise ValueError(
+                "gate_temperature/kernel_temperature do not apply to source='fdconv' (not stored)"
+            )
+        return convert_fdconv_state_dict(state_dict, direction)
     if source not in SOURCES:
-        raise ValueError(f"unknown source {source!r}; accepted: {', '.join(SOURCES)}")
+        raise ValueError(f"unknown source {source!r}; accepted: {', '.join((*SOURCES, FDCONV_SOURCE))}")
     if direction not in DIRECTIONS:
         raise ValueError(f"unknown direction {direction!r}; accepted: {', '.join(DIRECTIONS)}")
     to_fmdconv = direction == "to_fmdconv"
@@ -197,6 +204,84 @@ def convert_state_dict(
     for prefix in prefixes:
         for name, temperature in temperatures.items():
             converted[prefix + name] = torch.tensor(float(temperature))
+    return converted
+
+
+# --- FDConv (Chen et al., CVPR 2025; github.com/Linwei-Chen/FDConv) -------------------------------
+# Their layer (``FDConv``, an nn.Conv2d subclass) keeps only ``weight`` where it stays static (it is
+# then an nn.Conv2d here too, same key) and otherwise stores the spectrum ``dft_weight`` with a
+# leading ``param_ratio`` axis (1 in their models; fmdconv's FDConv2d has none) and three sub-modules:
+#
+#   authors' key (layer P)                      fmdconv key
+#   P.dft_weight (1, R, C, 2)                   P.dft_weight (R, C, 2)
+#   P.KSM_Global.fc.weight (d, C_in, 1, 1)      P.global_modulation.fc.weight (d, C_in)
+#   P.KSM_Global.bn.*                           P.global_modulation.bn.*
+#   P.KSM_Global.relu.scale / .bias             P.global_modulation.act.scale / .bias
+#   P.KSM_Global.channel_fc.* (1x1 conv)        P.global_modulation.heads.input.* (linear)
+#   P.KSM_Global.filter_fc.*                    P.global_modulation.heads.output.*
+#   P.KSM_Global.spatial_fc.*                   P.global_modulation.heads.spatial.*
+#   P.KSM_Global.kernel_fc.*                    P.global_modulation.heads.kernel.*
+#   P.KSM_Local.conv.weight, P.KSM_Local.norm.* P.local_modulation.conv.weight, .norm.*
+#   P.FBM.freq_weight_conv_list.I.*             P.band_modulation.gates.I.*
+FDCONV_SOURCE = "fdconv"
+_FDCONV_MODULES = {
+    "KSM_Global.relu.": "global_modulation.act.",
+    "KSM_Global.channel_fc.": "global_modulation.heads.input.",
+    "KSM_Global.filter_fc.": "global_modulation.heads.output.",
+    "KSM_Global.spatial_fc.": "global_modulation.heads.spatial.",
+    "KSM_Global.kernel_fc.": "global_modulation.heads.kernel.",
+    "KSM_Global.fc.": "global_modulation.fc.",
+    "KSM_Global.bn.": "global_modulation.bn.",
+    "KSM_Local.conv.": "local_modulation.conv.",
+    "KSM_Local.norm.": "local_modulation.norm.",
+    "FBM.freq_weight_conv_list.": "band_modulation.gates.",
+}
+# Sub-keys of the authors' global path whose 1x1-convolution weights are linear layers here.
+_FDCONV_LINEAR = (
+    "KSM_Global.fc.weight",
+    *(f"KSM_Global.{h}_fc.weight" for h in ("channel", "filter", "spatial", "kernel")),
+)
+
+
+def convert_fdconv_state_dict(
+    state_dict: Mapping[str, Tensor], direction: str = "to_fmdconv"
+) -> dict[str, Tensor]:
+    """Convert an FDConv authors' state dict (whole model or single layer) to fmdconv's layout, or back.
+
+    The mapping is in the comment above; keys outside FDConv layers pass through. Every key under an
+    FDConv layer's sub-modules must map (strict), and ``param_ratio`` must be 1.
+    """
+    if direction not in DIRECTIONS:
+        raise ValueError(f"unknown direction {direction!r}; accepted: {', '.join(DIRECTIONS)}")
+    to_fmdconv = direction == "to_fmdconv"
+    mapping = _FDCONV_MODULES if to_fmdconv else {v: k for k, v in _FDCONV_MODULES.items()}
+    keys = list(state_dict)
+    prefixes = sorted(_layer_prefixes(keys, "dft_weight"), key=len, reverse=True)
+    if not prefixes:
+        raise ValueError("no FDConv layer found (no key ending in 'dft_weight'); check source and direction")
+    # The top-level sub-modules of one layer in the layout converted from.
+    modules = tuple({m.split(".", 1)[0] + "." for m in mapping})
+    converted: dict[str, Tensor] = {}
+    for key in keys:
+        value = state_dict[key]
+        prefix = next((p for p in prefixes if key.startswith(p)), None)
+        sub_key = None if prefix is None else key[len(prefix) :]
+        if sub_key == "dft_weight":
+            if to_fmdconv and (value.dim() != 4 or value.shape[0] != 1):
+                raise ValueError(f"{key}: expected (1, R, C, 2) (param_ratio 1), got {tuple(value.shape)}")
+            converted[key] = value[0] if to_fmdconv else value[None]
+            continue
+        if sub_key is None or not sub_key.startswith(modules):
+            converted[key] = value
+            continue
+        module = next((m for m in mapping if sub_key.startswith(m)), None)
+        if module is None:
+            raise ValueError(f"key {key!r} does not belong to an FDConv layer in the expected layout")
+        new_sub_key = mapping[module] + sub_key[len(module) :]
+        authors_sub_key = sub_key if to_fmdconv else new_sub_key
+        if authors_sub_key in _FDCONV_LINEAR:
+            value = value.flatten(1) if to_fmdconv else value[:, :, None, None]
+        converted[prefix + new_sub_key] = value
     return converted
 
 

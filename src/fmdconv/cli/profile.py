@@ -7,8 +7,9 @@ Examples::
     fmdconv profile --model resnet18 --conv dy --json
 
 ``--conv KIND[:N]`` may be repeated; ``N`` overrides ``--kernel-num`` for that entry. ``KIND`` is a
-convolution (``static``, ``cond``, ``dy``, ``od``, ``fmd``, ``dcd``) or a feature attention on the
-static ResNet (``se``, ``cbam``, ``eca``); only the kernel mixtures take ``:N``.
+convolution (``static``, ``cond``, ``dy``, ``od``, ``fmd``, ``dcd``, ``fd``) or a feature attention on
+the static ResNet (``se``, ``cbam``, ``eca``); only the kernel mixtures and ``fd`` (its frequency
+groups) take ``:N``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ import torch
 from fmdconv.cli._arguments import add_device_argument, int_at_least
 from fmdconv.models import KERNEL_MIXTURES, METHODS, create_model, list_models, method_options
 from fmdconv.profiling import MODES, ModelProfile, SpeedResult, measure_speed, profile
+
+# The kinds that take a kernel number: the kernel mixtures and FDConv (its frequency groups).
+KERNEL_COUNTED: tuple[str, ...] = (*KERNEL_MIXTURES, "fd")
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,7 @@ def conv_choice(text: str) -> ConvChoice:
         )
     if not number:
         return ConvChoice(kind, None)
-    if kind not in KERNEL_MIXTURES:
+    if kind not in KERNEL_COUNTED:
         raise argparse.ArgumentTypeError(f"{kind} mixes no kernels: {text!r} takes no :N")
     if not number.isdigit() or int(number) < 1:
         raise argparse.ArgumentTypeError(f"kernel number in {text!r} must be a positive int")
@@ -140,7 +144,7 @@ def _entry(
     return {
         "model": args.model,
         "conv": choice.kind,
-        "kernel_num": kernel_num if choice.kind in KERNEL_MIXTURES else None,
+        "kernel_num": kernel_num if choice.kind in KERNEL_COUNTED else None,
         "width": args.width,
         "stem": args.stem,
         "params": counts.params,

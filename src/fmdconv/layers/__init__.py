@@ -1,5 +1,6 @@
 """Dynamic convolution layers: one core (:class:`DynamicConv2d`) and the four methods as presets,
-DCD (:class:`DCDConv2d`) beside it, and the feature attentions they are compared with (SE, CBAM, ECA)."""
+DCD (:class:`DCDConv2d`) and FDConv (:class:`FDConv2d`) beside it, and the feature attentions they
+are compared with (SE, CBAM, ECA)."""
 
 from fmdconv.layers.attention import ATTENTION_INITS, SharedRouting
 from fmdconv.layers.dcd import DCD_ATTENTION_NAMES, DCDAttention, DCDConv2d
@@ -14,6 +15,7 @@ from fmdconv.layers.dynamic_conv import (
 )
 from fmdconv.layers.dynamic_linear import DynamicLinear
 from fmdconv.layers.factory import CONV_KINDS, KERNEL_MIXTURES, conv_type, create_conv2d
+from fmdconv.layers.fdconv import FD_FORMULATIONS, FD_PARTS, FDConv2d
 from fmdconv.layers.feature_attention import (
     CBAM,
     ECA,
@@ -40,6 +42,8 @@ __all__ = [
     "CONV_KINDS",
     "DCD_ATTENTION_NAMES",
     "ECA",
+    "FD_FORMULATIONS",
+    "FD_PARTS",
     "FEATURE_ATTENTIONS",
     "FORMULATIONS",
     "KERNEL_MIXTURES",
@@ -51,6 +55,7 @@ __all__ = [
     "DynamicConv2d",
     "DynamicConvSpec",
     "DynamicLinear",
+    "FDConv2d",
     "FMDConv2d",
     "LinearTemperature",
     "ODConv2d",

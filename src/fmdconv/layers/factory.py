@@ -8,6 +8,7 @@ from torch import nn
 
 from fmdconv.layers.dcd import DCDConv2d
 from fmdconv.layers.dynamic_conv import DynamicConv2d
+from fmdconv.layers.fdconv import FDConv2d
 from fmdconv.layers.methods import CondConv2d, DyConv2d, FMDConv2d, ODConv2d
 
 CONV_TYPES: dict[str, type[nn.Module]] = {
@@ -17,9 +18,10 @@ CONV_TYPES: dict[str, type[nn.Module]] = {
     "od": ODConv2d,
     "fmd": FMDConv2d,
     "dcd": DCDConv2d,
+    "fd": FDConv2d,
 }
 CONV_KINDS: tuple[str, ...] = tuple(CONV_TYPES)
-# The kinds that mix n kernels (DynamicConv2d): every dynamic kind but DCD.
+# The kinds that mix n kernels (DynamicConv2d): every dynamic kind but DCD and FDConv.
 KERNEL_MIXTURES: tuple[str, ...] = tuple(k for k, cls in CONV_TYPES.items() if issubclass(cls, DynamicConv2d))
 
 
@@ -46,12 +48,12 @@ def create_conv2d(
     dtype: Any = None,
     **options: Any,
 ) -> nn.Module:
-    """Build a convolution of ``kind`` (``static``, ``cond``, ``dy``, ``od``, ``fmd``, ``dcd``).
+    """Build a convolution of ``kind`` (``static``, ``cond``, ``dy``, ``od``, ``fmd``, ``dcd``, ``fd``).
 
     The arguments are nn.Conv2d's; ``bias=None`` takes the method's default (True for ``static``).
     ``options`` are the dynamic layers' keyword options (``kernel_num``, ``reduction``, ...; DCD's
-    ``latent_dim``, ``pool_size``, ``fc_squeeze``, ``squeeze_channels``); a static convolution
-    takes none.
+    ``latent_dim``, ``pool_size``, ``fc_squeeze``, ``squeeze_channels``; FDConv's, see
+    :class:`~fmdconv.layers.FDConv2d`); a static convolution takes none.
     """
     cls = conv_type(kind)
     args = (in_channels, out_channels, kernel_size, stride, padding, dilation, groups)

@@ -183,6 +183,38 @@ def _output_and_bias(
     return sample_bias, output
 
 
+def convolve_each_sample(
+    x: Tensor, kernel: Tensor, geometry: ConvGeometry, formulation: Literal["grouped", "matmul"]
+) -> Tensor:
+    """Convolve each sample ``x_b`` with its own ``kernel_b``: the per-sample step of ``grouped`` and
+    ``matmul``, no bias, no attention.
+
+    ``kernel`` is (B, C_out, C_in/g, kh, kw), or (C_out, C_in/g, kh, kw) shared by the batch.
+    ``grouped`` folds the batch into the groups of one convolution (one plain convolution for a
+    shared kernel); ``matmul`` is im2col and a batched product, which ties no graph constant to the
+    batch size (the export path).
+    """
+    g = geometry
+    batch = x.shape[0]
+    if formulation == "grouped":
+        x = g.pad(x)
+        if kernel.dim() == 4:
+            return conv2d(x, kernel, g, g.groups)
+        folded = x.reshape(1, -1, *x.shape[-2:])
+        y = conv2d(folded, kernel.reshape(-1, *kernel.shape[2:]), g, g.groups * batch)
+        return y.view(batch, -1, *y.shape[-2:])
+    out_h, out_w = g.output_size(x.shape[-2], x.shape[-1])
+    x = g.pad(x)
+    if g.kernel_size == (1, 1) and g.padding == (0, 0):
+        columns = x[:, :, :: g.stride[0], :: g.stride[1]].flatten(2)
+    else:
+        columns = F.unfold(x, g.kernel_size, g.dilation, g.padding, g.stride)
+    columns = columns.view(batch, g.groups, -1, out_h * out_w)
+    out_channels = kernel.shape[-4]
+    kernel = kernel.reshape(-1, g.groups, out_channels // g.groups, columns.shape[2])
+    return (kernel @ columns).view(batch, out_channels, out_h, out_w)
+
+
 def conv_grouped(
     x: Tensor, weight: Tensor, bias: Tensor | None, attentions: dict[str, Tensor], geometry: ConvGeometry
 ) -> Tensor:

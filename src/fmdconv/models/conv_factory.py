@@ -31,6 +31,11 @@ classifier; not the stem, ResNet's downsample convolutions or
 MobileNetV2's last 1x1 convolution. Its per-layer sizes (latent L, pooling) follow the DCD code's
 per-backbone rules, :func:`dcd_layer_options`.
 
+FDConv (Chen et al., CVPR 2025) follows the authors' ResNet and layer: every convolution of the
+residual blocks (strided ones included) whose ``min(C_in, C_out) > 16``, kernel 1x1 or 3x3 and
+``groups == 1`` (:func:`fd_replaces`); the stem, the downsample convolutions and the others stay
+static. Their code has no MobileNetV2 (its depthwise convolutions do not fit their layer).
+
 CondConv replaces what ODConv does, except on MobileNetV2, where it follows the CondConv paper (whose
 counts the ODConv paper reports for CondConv 8x): experts only in the final 6 inverted residual
 blocks and in the classifier, and one routing function per block shared by its convolutions
@@ -61,7 +66,28 @@ REPLACED_ROLES: dict[str, frozenset[str]] = {
     "od": frozenset({"block", "late_block", "head"}),
     "fmd": frozenset({"block", "late_block", "head"}),
     "dcd": frozenset({"block", "late_block", "classifier"}),
+    "fd": frozenset({"block"}),
 }
+
+# FDConv's replacement rule (the authors' layer falls back to a static convolution otherwise).
+FD_MIN_CHANNELS = 16
+FD_KERNEL_SIZES = (1, 3)
+
+
+def fd_replaces(
+    in_channels: int, out_channels: int, kernel_size: int | tuple[int, int], groups: int = 1
+) -> bool:
+    """Whether FDConv makes this convolution dynamic: ``min(C_in, C_out) > 16``, a square 1x1 or 3x3
+    kernel, no groups. The authors' layer ignores the stride (their ``use_fdconv_if_stride_in`` is
+    stored, never read), so strided convolutions are replaced too."""
+    kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+    return (
+        min(in_channels, out_channels) > FD_MIN_CHANNELS
+        and kh == kw
+        and kh in FD_KERNEL_SIZES
+        and groups == 1
+    )
+
 
 # DCD's classifier (``DYCls`` in the DCD code): latent 32, attention width 32, with a bias.
 DCD_CLASSIFIER_OPTIONS: dict[str, int] = {"latent_dim": 32, "squeeze_channels": 32}
@@ -103,7 +129,7 @@ class ConvFactory:
     """Builds each convolution of a backbone: dynamic of kind ``conv`` where the method replaces it.
 
     Args:
-        conv: one of ``static``, ``cond``, ``dy``, ``od``, ``fmd``, ``dcd``.
+        conv: one of ``static``, ``cond``, ``dy``, ``od``, ``fmd``, ``dcd``, ``fd``.
         kernel_num: number of kernels n of the dynamic layers (DCD mixes no kernels: unused).
         replaced_roles: roles to make dynamic (default: the method's, :data:`REPLACED_ROLES`).
         bias: per-kernel biases of the dynamic layers (default: :data:`BACKBONE_BIAS`, else the
@@ -173,7 +199,23 @@ class ConvFactory:
             return create_conv2d(
                 "dcd", in_channels, out_channels, kernel_size, stride, padding, bias=self.bias, **options
             )
-        if self.conv != "dcd" and self.is_dynamic(role):
+        if (
+            self.conv == "fd"
+            and self.is_dynamic(role)
+            and fd_replaces(in_channels, out_channels, kernel_size, groups)
+        ):
+            return create_conv2d(
+                "fd",
+                in_channels,
+                out_channels,
+                kernel_size,
+                stride,
+                padding,
+                bias=self.bias,
+                kernel_num=self.kernel_num,
+                **self.options,
+            )
+        if self.conv not in ("dcd", "fd") and self.is_dynamic(role):
             return create_conv2d(
                 self.conv,
                 in_channels,

@@ -112,10 +112,14 @@ def create_model(
     ``shared_routing=False`` give the ODConv-style layout instead). DCD (Li et al., ICLR 2021)
     replaces the full convolutions of the blocks (not MobileNetV2's first block nor its depthwise
     convolutions) and the classifier, as the DCD code does; ``kernel_num`` does not apply to it.
+    FDConv (Chen et al., CVPR 2025; ResNets only) replaces the block convolutions with
+    ``min(C_in, C_out) > 16`` and 1x1 or 3x3 kernels, as the authors' ResNet
+    (:func:`~fmdconv.models.conv_factory.fd_replaces`); ``kernel_num`` is its number of frequency
+    groups (the authors' detection models: 64).
 
     Args:
         name: one of :func:`list_models`.
-        conv: ``static``, ``cond``, ``dy``, ``od``, ``fmd`` or ``dcd``.
+        conv: ``static``, ``cond``, ``dy``, ``od``, ``fmd``, ``dcd`` or ``fd``.
         kernel_num: number of kernels n of each dynamic convolution.
         num_classes: classifier outputs.
         stem: ``"imagenet"`` or ``"cifar"`` (3x3 stride-1 first convolution, no max-pool).
@@ -140,6 +144,12 @@ def create_model(
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; accepted: {', '.join(list_models())}")
+    if conv == "fd" and name == "mobilenet_v2":
+        raise ValueError(
+            "conv='fd' builds ResNets only: the FDConv authors have no MobileNetV2 and their layer "
+            "cannot take its depthwise convolutions; accepted models for fd: "
+            + ", ".join(m for m in list_models() if m.startswith("resnet"))
+        )
     if conv == "dcd" and name == "mobilenet_v2" and "fc_squeeze" not in conv_options:
         conv_options["fc_squeeze"] = dcd_mobilenet_v2_fc_squeeze(width)
     if attention is not None and attention not in FEATURE_ATTENTIONS:
