@@ -14,9 +14,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from fmdconv import convert, create_model
+from fmdconv.cli import main
 from fmdconv.compat import convert_state_dict, load_authors_checkpoint
 from fmdconv.layers import FDConv2d, create_conv2d
 from fmdconv.layers.fdconv import band_masks, frequency_order
+from fmdconv.profiling.complexity import fft_macs, profile
+from fmdconv.train.compare import compare
 
 REFERENCE = Path(__file__).parent / "data" / "fdconv_reference.pt"
 FORMULATIONS = ("direct", "mixture", "dft")
@@ -297,3 +300,31 @@ def test_onnx_export_at_two_batch_sizes() -> None:
     model = nn.Sequential(FDConv2d(4, 6, 3, padding=1, kernel_num=3), FDConv2d(6, 4, 1, kernel_num=2))
     randomise(model).eval()
     assert_onnx_matches_at_other_batch_sizes(model, (4, 8, 8), batches=(3, 1))
+
+
+def test_profile_counts_fdconv_parts() -> None:
+    with torch.device("meta"):
+        model = create_model("resnet18", conv="fd", kernel_num=4, width=0.25, stem="cifar", num_classes=10)
+    counts = profile(model, (3, 16, 16))
+    layer = next(r for r in counts.layers if r.name == "layer2.0.conv2")  # 32 -> 32, 3x3, 8x8 map
+    assert layer.type == "FDConv2d" and layer.conv == 32 * 32 * 9 * 8 * 8
+    rows, columns = 96, 96
+    kernel = 32 * 32 * 9
+    assert (
+        layer.aggregation == 2 * rows * (columns // 2 + 1) + fft_macs(rows * columns) + 4 * kernel
+    )  # local, spatial, in, out
+    width = model.get_submodule("layer2.0.conv2").local_modulation.conv.weight.shape[-1]
+    fcs = 32 * 16 + 16 * (32 + 32 + 9 + 4)
+    assert layer.attention == 32 * 64 + fcs + kernel * width + 3 * 9 * 32 * 64
+    assert layer.scaling == 32 * (fft_macs(64) + 3 * (2 * 8 * 5 + fft_macs(64) + 64))
+    assert counts.params == sum(p.numel() for p in model.parameters())
+    assert main(["profile", "--model", "resnet18", "--conv", "static", "--conv", "fd:64", "--no-speed"]) == 0
+
+
+def test_compare_accepts_fdconv(tmp_path: Path) -> None:
+    from test_train import TINY
+
+    recipe = TINY.replace(width=0.25, subset=32, test_subset=16, epochs=1)
+    results = compare(recipe, tmp_path, methods=("static", "fd"), progress=False)
+    assert [r.label for r in results] == ["Static", "FDConv"]
+    assert results[1].params > results[0].params and results[1].macs > results[0].macs

@@ -177,7 +177,8 @@ def test_only_commands_with_resume_mention_it() -> None:
 
 @pytest.mark.parametrize("method", METHODS)
 def test_an_empty_batch_through_every_model(method: str) -> None:
-    models = ["resnet18"] + (["mobilenet_v2"] if method not in ("se", "cbam", "eca") else [])
+    # The feature attentions and FDConv are offered on the ResNets only.
+    models = ["resnet18"] + (["mobilenet_v2"] if method not in ("se", "cbam", "eca", "fd") else [])
     for name in models:
         model = create_model(name, **method_options(method), width=0.25, num_classes=10, kernel_num=2)
         for training in (True, False):

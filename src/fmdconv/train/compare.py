@@ -54,6 +54,7 @@ METHOD_LABELS = {
     "od": "ODConv",
     "fmd": "FMDConv",
     "dcd": "DCD",
+    "fd": "FDConv",
     "se": "SE",
     "cbam": "CBAM",
     "eca": "ECA",
