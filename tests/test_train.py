@@ -462,7 +462,7 @@ def test_evaluate_refuses_an_accuracy_from_non_finite_logits() -> None:
 
     images, labels = torch.randn(4, 1, 2, 2), torch.zeros(4, dtype=torch.long)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=2)
-    with pytest.raises(FloatingPointError, match="NaN or infinite for 1 of 4 images"):
+    with pytest.raises(FloatingPointError, match="NaN or infinite for 2 of 4 images"):
         trainer_module.evaluate(Diverged(), loader, torch.device("cpu"), progress=False)
 
 
