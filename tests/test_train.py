@@ -451,3 +451,34 @@ def test_command_line_error_exits(
 
     monkeypatch.setattr(Trainer, "_batches", interrupted)
     exits(["train", *flags, "--out", str(tmp_path / "stopped")], 130, "fmdconv train: interrupted")
+
+
+def test_evaluate_refuses_an_accuracy_from_non_finite_logits() -> None:
+    class Diverged(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            logits = torch.zeros(x.shape[0], 10)
+            logits[0] = float("nan")
+            return logits
+
+    images, labels = torch.randn(4, 1, 2, 2), torch.zeros(4, dtype=torch.long)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=2)
+    with pytest.raises(FloatingPointError, match="NaN or infinite for 2 of 4 images"):
+        trainer_module.evaluate(Diverged(), loader, torch.device("cpu"), progress=False)
+
+
+def test_metrics_json_stays_valid_and_a_truncated_last_line_is_dropped(tmp_path: Path) -> None:
+    from fmdconv.utils.io import dumps_json
+
+    assert json.loads(dumps_json({"grad_norm": math.nan, "x": [math.inf, 1.0]})) == {
+        "grad_norm": None,
+        "x": [None, 1.0],
+    }
+    path = tmp_path / METRICS_FILE
+    path.write_text('{"kind": "step", "iteration": 1}\n{"kind": "step", "itera')
+    assert read_metrics(path) == [{"kind": "step", "iteration": 1}]
+    path.write_text('{"kind": "step", "itera\n{"kind": "step", "iteration": 2}\n')
+    with pytest.raises(ValueError, match=r"metrics.jsonl, line 1: not a JSON record"):
+        read_metrics(path)
+    path.write_text('{"kind": "step"}\n')
+    with pytest.raises(ValueError, match="line 1: not a metrics record"):
+        read_metrics(path)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from fmdconv.cli._arguments import add_device_argument, int_at_least
@@ -13,6 +12,7 @@ from fmdconv.profiling import measure_speed
 from fmdconv.train.recipe import PRECISIONS
 from fmdconv.train.trainer import build_split, evaluate, input_size, load_trained_model
 from fmdconv.utils.devices import resolve_device
+from fmdconv.utils.io import dumps_json
 
 LATENCY_WARMUP = 5
 
@@ -42,7 +42,7 @@ def run_eval(args: argparse.Namespace) -> int:
         )
     if args.json:
         print(
-            json.dumps(
+            dumps_json(
                 {
                     "checkpoint": str(args.checkpoint),
                     "epoch": checkpoint["epoch"],

@@ -38,7 +38,6 @@ stopped. Every file is written atomically.
 from __future__ import annotations
 
 import itertools
-import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -67,7 +66,7 @@ from fmdconv.train.health import SATURATION_MARGIN, SPIKE_FACTOR
 from fmdconv.train.recipe import Recipe
 from fmdconv.train.trainer import Trainer, build_model, unwrap
 from fmdconv.utils.devices import resolve_device
-from fmdconv.utils.io import write_text_atomic
+from fmdconv.utils.io import dumps_json, write_text_atomic
 from fmdconv.viz import plot_ablation
 
 REPORT_FILE = "report.md"
@@ -419,7 +418,7 @@ def write_ablation_report(
         "machine": machine,
         "wall_seconds": wall_seconds,
     }
-    write_text_atomic(out_dir / RESULTS_FILE, json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(out_dir / RESULTS_FILE, dumps_json(summary, indent=2) + "\n")
     run_minutes = sum(r.run_seconds for r in results) / 60
     varied = (
         f"recipe setting `{factor.setting}`" if factor.setting else "attentions switched off in every layer"

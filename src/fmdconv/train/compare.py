@@ -22,7 +22,6 @@ mixed in.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
@@ -43,7 +42,7 @@ from fmdconv.train.health import SATURATION_MARGIN, SPIKE_FACTOR
 from fmdconv.train.recipe import Recipe, recipe_differences, saved_recipe
 from fmdconv.train.trainer import input_size, load_trained_model, train
 from fmdconv.utils.devices import resolve_device
-from fmdconv.utils.io import write_text_atomic
+from fmdconv.utils.io import dumps_json, write_text_atomic
 from fmdconv.utils.machine import machine_line, machine_record
 from fmdconv.viz import plot_scores, plot_speed_accuracy
 
@@ -361,14 +360,14 @@ def write_report(
     )
     results_json = {
         "recipe": recipe.to_dict(),
-        "methods": [{**asdict(r), "ies": r.ies if math.isfinite(r.ies) else None} for r in results],
+        "methods": [asdict(r) for r in results],
         "seeds": seeds,
         "latency_batch_size": latency_batch_size,
         "machine": machine,
         "machine_details": machine_record(device),
         "wall_seconds": wall_seconds,
     }
-    write_text_atomic(out_dir / RESULTS_FILE, json.dumps(results_json, indent=2) + "\n")
+    write_text_atomic(out_dir / RESULTS_FILE, dumps_json(results_json, indent=2) + "\n")
     report = f"""# Dynamic convolutions compared on {recipe.dataset}
 
 {recipe_summary(recipe)}. Machine: {machine}. Wall time of this `fmdconv compare` run

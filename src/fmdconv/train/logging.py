@@ -6,6 +6,10 @@ step). Numeric fields other than ``iteration`` and ``epoch`` become scalars name
 ``<kind>/<field>``. When a run resumes from a checkpoint at iteration t, records after t (written
 by the part of an epoch that was lost) are removed from both outputs, so the logs read like an
 uninterrupted run.
+
+The file is appended to in place, one line per record; a last line cut short by a crash (no newline,
+not valid JSON) is a partial record and is dropped when the file is read. Non-finite numbers (a NaN
+or infinite gradient norm) are written as ``null``, so every line is valid JSON.
 """
 
 from __future__ import annotations
@@ -15,15 +19,38 @@ import math
 from pathlib import Path
 from typing import Any
 
-from fmdconv.utils.io import write_text_atomic
+from fmdconv.utils.io import dumps_json, write_text_atomic
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` file, in order."""
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    """The records of a ``metrics.jsonl`` file, in order; a truncated last line is dropped.
+
+    Raises:
+        ValueError: a line other than an unterminated last one is not a JSON record with
+            ``kind`` and ``iteration``; the message names the file and the line.
+    """
+    text = Path(path).read_text()
+    lines = text.split("\n")
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            if number == len(lines):  # no newline after it: a record cut short by a crash
+                break
+            raise ValueError(f"{path}, line {number}: not a JSON record ({error.msg})") from None
+        if not isinstance(record, dict) or not {"kind", "iteration"} <= record.keys():
+            raise ValueError(
+                f"{path}, line {number}: not a metrics record (a JSON object with 'kind' and "
+                "'iteration'); is this folder an fmdconv run?"
+            )
+        records.append(record)
+    return records
 
 
 class MetricsLogger:
@@ -47,7 +74,7 @@ class MetricsLogger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
             kept = [r for r in read_metrics(self.path) if r["iteration"] <= resume_iteration]
-            write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+            write_text_atomic(self.path, "".join(dumps_json(r) + "\n" for r in kept))
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # slow import, only when used
 
@@ -61,7 +88,7 @@ class MetricsLogger:
         if not self.enabled:
             return
         with open(self.path, "a") as stream:
-            stream.write(json.dumps(record) + "\n")
+            stream.write(dumps_json(record) + "\n")
         if self.writer is not None:
             for name, value in record.items():
                 numeric = isinstance(value, int | float) and not isinstance(value, bool)

@@ -325,11 +325,16 @@ def evaluate(
     description: str = "eval",
     progress: bool = True,
 ) -> EvalResult:
-    """Top-1, top-5 and mean cross-entropy of ``model`` over ``loader`` (summed over DDP ranks)."""
+    """Top-1, top-5 and mean cross-entropy of ``model`` over ``loader`` (summed over DDP ranks).
+
+    Raises:
+        FloatingPointError: some images gave NaN or infinite logits (a diverged model): no accuracy
+            is computed from them.
+    """
     context = context or DistributedContext()
     model.eval()
     bar = ProgressBar(max(1, len(loader)), description, enabled=progress and context.is_main)
-    sums = [0.0, 0.0, 0.0, 0.0]  # loss, top-1 hits, top-5 hits, images
+    sums = [0.0, 0.0, 0.0, 0.0, 0.0]  # loss, top-1 hits, top-5 hits, images, images with non-finite logits
     start = time.perf_counter()
     for images, labels in loader:
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
@@ -342,12 +347,18 @@ def evaluate(
             float(hits[1]),
             float(hits[5]),
             float(labels.numel()),
+            float((~torch.isfinite(logits).all(1)).sum()),
         ]
         sums = [total + value for total, value in zip(sums, batch, strict=True)]
         bar.update(labels.numel(), top1=sums[1] / sums[3])
-    loss, top1, top5, count = _all_reduce_sum(sums, context, device)
+    loss, top1, top5, count, nonfinite = _all_reduce_sum(sums, context, device)
     if count == 0:
         raise ValueError("the evaluation set is empty")
+    if nonfinite or not math.isfinite(loss):
+        raise FloatingPointError(
+            f"{description}: the model's outputs are NaN or infinite for {int(nonfinite)} of {int(count)} "
+            f"images (mean loss {loss / count}): the model has diverged, so no accuracy is reported"
+        )
     return EvalResult(top1 / count, top5 / count, loss / count, int(count), time.perf_counter() - start)
 
 

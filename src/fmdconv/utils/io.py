@@ -1,14 +1,17 @@
-"""File helpers: atomic writes (a crash leaves the old file or the new one, never half a file) and
-user paths (``~`` expanded)."""
+"""File helpers: atomic writes (a crash leaves the old file or the new one, never half a file),
+user paths (``~`` expanded) and strict JSON."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 def expand_path(path: str | os.PathLike[str]) -> Path:
@@ -45,3 +48,19 @@ def copy_atomic(source: str | Path, destination: str | Path) -> None:
     """Copy ``source`` to ``destination`` atomically."""
     with atomic_path(destination) as temporary:
         shutil.copyfile(source, temporary)
+
+
+def _finite_or_null(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_null(item) for item in value]
+    return value
+
+
+def dumps_json(value: Any, indent: int | None = None) -> str:
+    """``json.dumps(value)`` with NaN and infinities written as ``null``: valid JSON, which bare
+    ``NaN`` / ``Infinity`` are not."""
+    return json.dumps(_finite_or_null(value), indent=indent, allow_nan=False)
