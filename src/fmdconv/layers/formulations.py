@@ -69,6 +69,24 @@ class ConvGeometry:
     pre_pad: tuple[int, int, int, int] | None
     pad_mode: str
 
+    @classmethod
+    def of_conv(
+        cls,
+        kernel_size: tuple[int, int],
+        stride: tuple[int, int],
+        dilation: tuple[int, int],
+        groups: int,
+        padding_mode: str,
+        explicit_padding: tuple[int, int, int, int],
+    ) -> ConvGeometry:
+        """The geometry of a convolution with nn.Conv2d's arguments and padding (left, right, top,
+        bottom): the convolution pads itself when the padding is symmetric zeros, ``F.pad`` otherwise."""
+        left, right, top, bottom = explicit_padding
+        if left == right and top == bottom and padding_mode == "zeros":
+            return cls(kernel_size, stride, (top, left), dilation, groups, None, "constant")
+        mode = "constant" if padding_mode == "zeros" else padding_mode
+        return cls(kernel_size, stride, (0, 0), dilation, groups, explicit_padding, mode)
+
     def pad(self, x: Tensor) -> Tensor:
         return x if self.pre_pad is None else F.pad(x, self.pre_pad, mode=self.pad_mode)
 
@@ -133,7 +151,17 @@ def choose_formulation(
         return "mixed"
     if batched_on_gpu and _triton_available(attention):
         return "triton"
-    if geometry.kernel_size == (1, 1) or out_h * out_w < out_channels // geometry.groups:
+    return per_sample_formulation(geometry, input_shape, out_channels)
+
+
+def per_sample_formulation(
+    geometry: ConvGeometry, input_shape: torch.Size, out_channels: int
+) -> Literal["grouped", "matmul"]:
+    """How to convolve with a kernel built per sample, without Triton: ``matmul`` while exporting,
+    for 1x1 kernels and where the output map has fewer pixels than a group has output channels
+    (im2col columns smaller than the kernel), ``grouped`` otherwise (at batch 1, one convolution)."""
+    out_h, out_w = geometry.output_size(input_shape[-2], input_shape[-1])
+    if is_exporting() or geometry.kernel_size == (1, 1) or out_h * out_w < out_channels // geometry.groups:
         return "matmul"
     return "grouped"
 
@@ -262,17 +290,22 @@ def conv_grouped(
     kernel = _per_sample_kernel(weight, attentions, geometry.groups, fold_input, fold_output)
     if not fold_input:
         x = scale_channels(x, attentions.get("input"))
+    y = grouped_per_sample(x, kernel, geometry)
+    mixed_bias, output = _output_and_bias(attentions, bias, fold_output)
+    return _finish(y, mixed_bias, output)
+
+
+def grouped_per_sample(x: Tensor, kernel: Tensor, geometry: ConvGeometry) -> Tensor:
+    """Convolve each sample with its own kernel (B, C_out, C_in/g, kh, kw), the batch folded into
+    the groups of one convolution; a 4-D kernel is shared by the batch (one plain convolution)."""
     x = geometry.pad(x)
     g = geometry
     if kernel.dim() == 4:
-        y = _conv2d(x, kernel, g, g.groups)
-    else:
-        batch = x.shape[0]
-        folded = x.reshape(1, -1, *x.shape[-2:])
-        y = _conv2d(folded, kernel.reshape(-1, *kernel.shape[2:]), g, g.groups * batch)
-        y = y.view(batch, -1, *y.shape[-2:])
-    mixed_bias, output = _output_and_bias(attentions, bias, fold_output)
-    return _finish(y, mixed_bias, output)
+        return _conv2d(x, kernel, g, g.groups)
+    batch = x.shape[0]
+    folded = x.reshape(1, -1, *x.shape[-2:])
+    y = _conv2d(folded, kernel.reshape(-1, *kernel.shape[2:]), g, g.groups * batch)
+    return y.view(batch, -1, *y.shape[-2:])
 
 
 def conv_mixed(
@@ -309,6 +342,14 @@ def conv_matmul(
     kernel = _per_sample_kernel(weight, attentions, geometry.groups, fold_input, fold_output)
     if not fold_input:
         x = scale_channels(x, attentions.get("input"))
+    y = matmul_per_sample(x, kernel, geometry)
+    mixed_bias, output = _output_and_bias(attentions, bias, fold_output)
+    return _finish(y, mixed_bias, output)
+
+
+def matmul_per_sample(x: Tensor, kernel: Tensor, geometry: ConvGeometry) -> Tensor:
+    """Convolve each sample with its own kernel (B, C_out, C_in/g, kh, kw), or a shared 4-D one,
+    as im2col (``F.unfold``; a strided view for 1x1 kernels) and a batched matrix product."""
     g = geometry
     batch = x.shape[0]
     out_h, out_w = g.output_size(x.shape[-2], x.shape[-1])
@@ -318,11 +359,9 @@ def conv_matmul(
     else:
         columns = F.unfold(x, g.kernel_size, g.dilation, g.padding, g.stride)
     columns = columns.view(batch, g.groups, -1, out_h * out_w)
-    out_channels = weight.shape[1]
+    out_channels = kernel.shape[-4]
     kernel = kernel.reshape(-1, g.groups, out_channels // g.groups, columns.shape[2])
-    y = (kernel @ columns).view(batch, out_channels, out_h, out_w)
-    mixed_bias, output = _output_and_bias(attentions, bias, fold_output)
-    return _finish(y, mixed_bias, output)
+    return (kernel @ columns).view(batch, out_channels, out_h, out_w)
 
 
 def _triton_available(x: Tensor) -> bool:
