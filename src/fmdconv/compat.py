@@ -32,6 +32,25 @@ softmax over a single logit is constantly 1) and their ODConv layers no kernel h
 follow them, so checkpoints with one kernel convert both ways and load strictly.
 Keys outside dynamic layers pass through unchanged; a state dict of a single layer (keys
 ``weight``, ``attention.fc.weight``, ...) converts the same way.
+
+KernelWarehouse (Li and Yao, ICML 2024; github.com/OSVAI/KernelWarehouse, ``source="kernelwarehouse"``)
+keeps its cells in a model-level ``warehouse_manager``; fmdconv's attention modules have the
+authors' names, so only the warehouses, the MobileNetV2 classifier and the temperature move:
+
+================================== ============================== ==================================
+authors' key                         shape                          fmdconv key
+================================== ============================== ==================================
+``warehouse_manager.weights.{i}``    (n, c_out, c_in, 1, 1)          ``warehouses.{i}.cells``
+``warehouse_manager.weights.0``      (single layer)                  ``warehouse.cells``
+``P.attention.{fc1,norm1,fc2,...}``  as fmdconv's                    unchanged
+``classifier.{weight,bias}``         (MobileNetV2)                   ``classifier.1.{weight,bias}``
+(not stored)                                                         ``P.kernel_temperature``
+================================== ============================== ==================================
+
+A single layer's authors' state dict is its own keys plus its warehouse as
+``warehouse_manager.weights.0``. The authors' layers keep tau as an attribute; a converted model
+gets tau = 0 (the end of their schedule, a finished model) unless ``kernel_temperature`` says
+otherwise.
 """
 
 from __future__ import annotations
@@ -42,7 +61,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-SOURCES = ("odconv", "fmdconv", "dyconv")
+SOURCES = ("odconv", "fmdconv", "dyconv", "kernelwarehouse")
 DIRECTIONS = ("to_fmdconv", "to_authors")
 
 # (gate temperature, kernel temperature) at the end of training with each authors' code; None: the
@@ -51,6 +70,7 @@ DEFAULT_TEMPERATURES: dict[str, tuple[float | None, float]] = {
     "odconv": (1.0, 1.0),
     "fmdconv": (1.0, 34.0),
     "dyconv": (None, 1.0),
+    "kernelwarehouse": (None, 0.0),  # tau, annealed from 1 to 0
 }
 
 # Sub-keys of one dynamic layer: authors' name -> fmdconv name, per source. ``weight``/``bias`` of
@@ -137,12 +157,13 @@ def convert_state_dict(
 
     Args:
         state_dict: a whole model's or a single layer's state dict.
-        source: the authors' code: ``"odconv"``, ``"fmdconv"`` or ``"dyconv"``; or ``"fdconv"``
-            (:func:`convert_fdconv_state_dict`, which stores no temperatures).
+        source: the authors' code: ``"odconv"``, ``"fmdconv"``, ``"dyconv"`` or ``"kernelwarehouse"``;
+            or ``"fdconv"`` (:func:`convert_fdconv_state_dict`, which stores no temperatures).
         direction: ``"to_fmdconv"`` (load the authors' weights here) or ``"to_authors"``.
         gate_temperature, kernel_temperature: the temperatures to store in the converted layers
-            (``to_fmdconv`` only); default: :data:`DEFAULT_TEMPERATURES`. Set them to what the
-            authors' model had when it was saved, to get the same outputs.
+            (``to_fmdconv`` only); default: :data:`DEFAULT_TEMPERATURES` (KernelWarehouse: no gate,
+            tau = 0). Set them to what the authors' model had when it was saved, to get the same
+            outputs.
 
     Returns:
         A new dict (tensors are shared where no reshaping is needed). Load it with
@@ -166,6 +187,10 @@ def convert_state_dict(
     to_fmdconv = direction == "to_fmdconv"
     if not to_fmdconv and (gate_temperature is not None or kernel_temperature is not None):
         raise ValueError("gate_temperature/kernel_temperature apply to direction='to_fmdconv' only")
+    if source == "kernelwarehouse":
+        if gate_temperature is not None:
+            raise ValueError("gate_temperature does not apply to source='kernelwarehouse' (it has no gate)")
+        return _convert_kernelwarehouse(state_dict, to_fmdconv, kernel_temperature)
 
     mapping = LAYER_KEYS[source] if to_fmdconv else {v: k for k, v in LAYER_KEYS[source].items()}
     marker = (_AUTHORS_MARKER if to_fmdconv else _FMDCONV_MARKER)[source]
@@ -282,6 +307,73 @@ def convert_fdconv_state_dict(
         if authors_sub_key in _FDCONV_LINEAR:
             value = value.flatten(1) if to_fmdconv else value[:, :, None, None]
         converted[prefix + new_sub_key] = value
+    return converted
+
+
+_KW_MARKER = "attention.norm1.weight"  # every KernelWarehouse layer has it, in both layouts
+_KW_AUTHORS_WAREHOUSES = "warehouse_manager.weights."
+_KW_WAREHOUSES = ("warehouses.", ".cells")
+_KW_LAYER_WAREHOUSE = "warehouse.cells"
+_KW_AUTHORS_CLASSIFIER = ("classifier.weight", "classifier.bias")
+
+
+def _kw_key_to_fmdconv(key: str, single_layer: bool) -> str:
+    if key.startswith(_KW_AUTHORS_WAREHOUSES):
+        index = key[len(_KW_AUTHORS_WAREHOUSES) :]
+        if single_layer:
+            if index != "0":
+                raise ValueError(f"a single KernelWarehouse layer has one warehouse, got key {key!r}")
+            return _KW_LAYER_WAREHOUSE
+        return f"{_KW_WAREHOUSES[0]}{index}{_KW_WAREHOUSES[1]}"
+    if key in _KW_AUTHORS_CLASSIFIER:
+        return key.replace("classifier.", "classifier.1.")
+    return key
+
+
+def _kw_key_to_authors(key: str) -> str | None:
+    """The authors' key, or None for a key their layout does not store (tau)."""
+    first, last = _KW_WAREHOUSES
+    if key == _KW_LAYER_WAREHOUSE:
+        return _KW_AUTHORS_WAREHOUSES + "0"
+    if key.startswith(first) and key.endswith(last):
+        return _KW_AUTHORS_WAREHOUSES + key[len(first) : -len(last)]
+    if key in ("classifier.1.weight", "classifier.1.bias"):
+        return key.replace("classifier.1.", "classifier.")
+    if key == "kernel_temperature" or key.endswith(".kernel_temperature"):
+        return None
+    return key
+
+
+def _convert_kernelwarehouse(
+    state_dict: Mapping[str, Tensor], to_fmdconv: bool, kernel_temperature: float | None
+) -> dict[str, Tensor]:
+    """:func:`convert_state_dict` for ``source="kernelwarehouse"`` (see the module docstring)."""
+    keys = list(state_dict)
+    prefixes = _layer_prefixes(keys, _KW_MARKER)
+    if not prefixes:
+        raise ValueError(
+            f"no kernelwarehouse layer found (no key ending in {_KW_MARKER!r}); check source "
+            f"(accepted: {', '.join(SOURCES)})"
+        )
+    if not to_fmdconv:
+        converted = {}
+        for key in keys:
+            authors_key = _kw_key_to_authors(key)
+            if authors_key is not None:
+                converted[authors_key] = state_dict[key]
+        return converted
+    tau = DEFAULT_TEMPERATURES["kernelwarehouse"][1] if kernel_temperature is None else kernel_temperature
+    if not 0.0 <= tau <= 1.0:
+        raise ValueError(f"kernel_temperature (KernelWarehouse's tau) must be in [0, 1], got {tau!r}")
+    if not any(key.startswith(_KW_AUTHORS_WAREHOUSES) for key in keys):
+        raise ValueError(
+            f"no warehouse in the authors' layout (no key starting with {_KW_AUTHORS_WAREHOUSES!r}); "
+            "a single layer's state dict needs its warehouse as 'warehouse_manager.weights.0'"
+        )
+    single_layer = "" in prefixes
+    converted = {_kw_key_to_fmdconv(key, single_layer): state_dict[key] for key in keys}
+    for prefix in prefixes:
+        converted[prefix + "kernel_temperature"] = torch.tensor(float(tau))
     return converted
 
 

@@ -1,6 +1,6 @@
 """Dynamic convolution layers: one core (:class:`DynamicConv2d`) and the four methods as presets,
-DCD (:class:`DCDConv2d`) and FDConv (:class:`FDConv2d`) beside it, and the feature attentions they
-are compared with (SE, CBAM, ECA)."""
+DCD (:class:`DCDConv2d`), FDConv (:class:`FDConv2d`) and KernelWarehouse (:class:`KWConv2d`)
+beside it, and the feature attentions they are compared with (SE, CBAM, ECA)."""
 
 from fmdconv.layers.attention import ATTENTION_INITS, SharedRouting
 from fmdconv.layers.dcd import DCD_ATTENTION_NAMES, DCDAttention, DCDConv2d
@@ -24,6 +24,7 @@ from fmdconv.layers.feature_attention import (
     create_feature_attention,
 )
 from fmdconv.layers.formulations import FORMULATIONS, clear_benchmark_cache, set_benchmark
+from fmdconv.layers.kernelwarehouse import KW_ATTENTION_NAMES, KWAttention, KWConv2d, Warehouse, kw_layers
 from fmdconv.layers.methods import CondConv2d, DyConv2d, FMDConv2d, ODConv2d
 from fmdconv.layers.temperature import (
     ConstantTemperature,
@@ -31,6 +32,7 @@ from fmdconv.layers.temperature import (
     StepTemperature,
     TemperatureScheduler,
     dynamic_layers,
+    kw_schedule,
     paper_schedules,
     set_temperature,
 )
@@ -47,6 +49,7 @@ __all__ = [
     "FEATURE_ATTENTIONS",
     "FORMULATIONS",
     "KERNEL_MIXTURES",
+    "KW_ATTENTION_NAMES",
     "CondConv2d",
     "ConstantTemperature",
     "DCDAttention",
@@ -57,18 +60,23 @@ __all__ = [
     "DynamicLinear",
     "FDConv2d",
     "FMDConv2d",
+    "KWAttention",
+    "KWConv2d",
     "LinearTemperature",
     "ODConv2d",
     "SharedRouting",
     "SqueezeExcitation",
     "StepTemperature",
     "TemperatureScheduler",
+    "Warehouse",
     "clear_benchmark_cache",
     "conv_type",
     "create_conv2d",
     "create_feature_attention",
     "disabled_attentions",
     "dynamic_layers",
+    "kw_layers",
+    "kw_schedule",
     "paper_schedules",
     "restore_disabled_attentions",
     "set_attentions",

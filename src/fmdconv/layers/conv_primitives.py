@@ -27,6 +27,24 @@ class ConvGeometry:
     pre_pad: tuple[int, int, int, int] | None
     pad_mode: str
 
+    @classmethod
+    def of_conv(
+        cls,
+        kernel_size: tuple[int, int],
+        stride: tuple[int, int],
+        dilation: tuple[int, int],
+        groups: int,
+        padding_mode: str,
+        explicit_padding: tuple[int, int, int, int],
+    ) -> ConvGeometry:
+        """The geometry of a convolution with nn.Conv2d's arguments and padding (left, right, top,
+        bottom): the convolution pads itself when the padding is symmetric zeros, ``F.pad`` otherwise."""
+        left, right, top, bottom = explicit_padding
+        if left == right and top == bottom and padding_mode == "zeros":
+            return cls(kernel_size, stride, (top, left), dilation, groups, None, "constant")
+        mode = "constant" if padding_mode == "zeros" else padding_mode
+        return cls(kernel_size, stride, (0, 0), dilation, groups, explicit_padding, mode)
+
     def pad(self, x: Tensor) -> Tensor:
         return x if self.pre_pad is None else F.pad(x, self.pre_pad, mode=self.pad_mode)
 

@@ -249,15 +249,8 @@ class DynamicConv2d(nn.Module):
                 raise ValueError(f"{type(self).__name__} has no use for {option} (got {value!r})")
 
     def _make_geometry(self, explicit_padding: tuple[int, int, int, int]) -> ConvGeometry:
-        left, right, top, bottom = explicit_padding
-        symmetric = left == right and top == bottom
-        if symmetric and self.padding_mode == "zeros":
-            return ConvGeometry(
-                self.kernel_size, self.stride, (top, left), self.dilation, self.groups, None, "constant"
-            )
-        mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
-        return ConvGeometry(
-            self.kernel_size, self.stride, (0, 0), self.dilation, self.groups, explicit_padding, mode
+        return ConvGeometry.of_conv(
+            self.kernel_size, self.stride, self.dilation, self.groups, self.padding_mode, explicit_padding
         )
 
     def _has_kernel_attention(self, kernel_num: int) -> bool:

@@ -9,6 +9,7 @@ from torch import nn
 from fmdconv.layers.dcd import DCDConv2d
 from fmdconv.layers.dynamic_conv import DynamicConv2d
 from fmdconv.layers.fdconv import FDConv2d
+from fmdconv.layers.kernelwarehouse import KWConv2d
 from fmdconv.layers.methods import CondConv2d, DyConv2d, FMDConv2d, ODConv2d
 
 CONV_TYPES: dict[str, type[nn.Module]] = {
@@ -19,9 +20,10 @@ CONV_TYPES: dict[str, type[nn.Module]] = {
     "fmd": FMDConv2d,
     "dcd": DCDConv2d,
     "fd": FDConv2d,
+    "kw": KWConv2d,
 }
 CONV_KINDS: tuple[str, ...] = tuple(CONV_TYPES)
-# The kinds that mix n kernels (DynamicConv2d): every dynamic kind but DCD and FDConv.
+# The kinds that mix n kernels (DynamicConv2d): every dynamic kind but DCD, FDConv and KernelWarehouse.
 KERNEL_MIXTURES: tuple[str, ...] = tuple(k for k, cls in CONV_TYPES.items() if issubclass(cls, DynamicConv2d))
 
 
@@ -48,12 +50,15 @@ def create_conv2d(
     dtype: Any = None,
     **options: Any,
 ) -> nn.Module:
-    """Build a convolution of ``kind`` (``static``, ``cond``, ``dy``, ``od``, ``fmd``, ``dcd``, ``fd``).
+    """Build a convolution of ``kind`` (``static``, ``cond``, ``dy``, ``od``, ``fmd``, ``dcd``, ``fd``,
+    ``kw``).
 
     The arguments are nn.Conv2d's; ``bias=None`` takes the method's default (True for ``static``).
     ``options`` are the dynamic layers' keyword options (``kernel_num``, ``reduction``, ...; DCD's
     ``latent_dim``, ``pool_size``, ``fc_squeeze``, ``squeeze_channels``; FDConv's, see
-    :class:`~fmdconv.layers.FDConv2d`); a static convolution takes none.
+    :class:`~fmdconv.layers.FDConv2d`; KernelWarehouse's ``cell_num_ratio``, ``cell_in_ratio``,
+    ``cell_out_ratio``, ``reduction``, ``warehouse``, ..., see :class:`~fmdconv.layers.KWConv2d`); a
+    static convolution takes none.
     """
     cls = conv_type(kind)
     args = (in_channels, out_channels, kernel_size, stride, padding, dilation, groups)
@@ -62,6 +67,6 @@ def create_conv2d(
         if options:
             raise ValueError(f"a static convolution takes no dynamic options, got {sorted(options)}")
         return cls(*args, bias=True if bias is None else bias, **common)
-    if cls is DCDConv2d and "kernel_num" in options:
-        raise ValueError("a dcd convolution mixes no kernels: kernel_num does not apply to it")
+    if cls in (DCDConv2d, KWConv2d) and "kernel_num" in options:
+        raise ValueError(f"a {kind} convolution mixes no kernels: kernel_num does not apply to it")
     return cls(*args, bias=bias, **common, **options)

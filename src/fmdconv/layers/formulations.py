@@ -103,7 +103,17 @@ def choose_formulation(
         return "mixed"
     if batched_on_gpu and _triton_available(attention):
         return "triton"
-    if geometry.kernel_size == (1, 1) or out_h * out_w < out_channels // geometry.groups:
+    return per_sample_formulation(geometry, input_shape, out_channels)
+
+
+def per_sample_formulation(
+    geometry: ConvGeometry, input_shape: torch.Size, out_channels: int
+) -> Literal["grouped", "matmul"]:
+    """How to convolve with a kernel built per sample, without Triton: ``matmul`` while exporting,
+    for 1x1 kernels and where the output map has fewer pixels than a group has output channels
+    (im2col columns smaller than the kernel), ``grouped`` otherwise (at batch 1, one convolution)."""
+    out_h, out_w = geometry.output_size(input_shape[-2], input_shape[-1])
+    if is_exporting() or geometry.kernel_size == (1, 1) or out_h * out_w < out_channels // geometry.groups:
         return "matmul"
     return "grouped"
 

@@ -13,6 +13,7 @@ from typing import Protocol
 from torch import nn
 
 from fmdconv.layers.dynamic_conv import DynamicConv2d
+from fmdconv.layers.kernelwarehouse import KWConv2d, kw_layers
 
 KERNEL_MODES = ("degraded", "constant", "step")
 
@@ -45,7 +46,7 @@ class LinearTemperature:
     """T(t) = end + max(0, (start - end) * (N - t) / N), N = warm_epochs * iters_per_epoch.
 
     The ODConv/FMDConv rule: from ``start`` at t = 0 to ``end`` at the end of epoch ``warm_epochs``,
-    then constant.
+    then constant. KernelWarehouse's tau runs from 1 to 0 this way (:func:`kw_schedule`).
     """
 
     iters_per_epoch: int
@@ -54,7 +55,9 @@ class LinearTemperature:
     warm_epochs: float = 10
 
     def __post_init__(self) -> None:
-        _check_positive(iters_per_epoch=self.iters_per_epoch, start=self.start, end=self.end)
+        _check_positive(iters_per_epoch=self.iters_per_epoch, start=self.start)
+        if not self.end >= 0:
+            raise ValueError(f"end must be >= 0, got {self.end!r}")
         if self.warm_epochs < 0:
             raise ValueError(f"warm_epochs must be >= 0, got {self.warm_epochs!r}")
 
@@ -89,12 +92,19 @@ def dynamic_layers(model: nn.Module) -> list[DynamicConv2d]:
     return [m for m in model.modules() if isinstance(m, DynamicConv2d)]
 
 
+def kw_schedule(iters_per_epoch: int, warm_epochs: float = 20) -> LinearTemperature:
+    """KernelWarehouse's tau: linear from 1 to 0 over the first ``warm_epochs`` epochs, per iteration
+    (the authors' 20; 15 for their MobileNetV2), then 0."""
+    return LinearTemperature(iters_per_epoch, start=1.0, end=0.0, warm_epochs=warm_epochs)
+
+
 def set_temperature(model: nn.Module, gate: float | None = None, kernel: float | None = None) -> int:
     """Set the gate and/or kernel temperature of every dynamic layer in ``model`` (None: unchanged).
 
-    Layers without that temperature are left alone. Returns the number of dynamic layers visited.
+    Layers without that temperature are left alone; ``kernel`` is KernelWarehouse's tau (in [0, 1])
+    in its layers. Returns the number of dynamic layers visited.
     """
-    layers = dynamic_layers(model)
+    layers: list[DynamicConv2d | KWConv2d] = [*dynamic_layers(model), *kw_layers(model)]
     for layer in layers:
         layer.set_temperature(gate=gate, kernel=kernel)
     return len(layers)
@@ -115,11 +125,22 @@ def paper_schedules(
     The kernel temperature starts at the method's value (FMDConv 34, ODConv and DyConv 30) or
     ``kernel_start``, and then: ``"degraded"`` anneals it the same way (the FMDConv paper's intent),
     ``"constant"`` keeps it (the FMDConv authors' release), ``"step"`` lowers it by 3 each epoch (the
-    common DyConv code). A temperature none of the layers has gets ``None``.
+    common DyConv code). A temperature none of the layers has gets ``None``. A KernelWarehouse
+    model gets no gate schedule and :func:`kw_schedule` over its layers' ``warm_epochs`` (20, its
+    MobileNetV2 15) as the kernel schedule; ``warm_epochs`` and the kernel options are the other
+    methods'.
     """
     if kernel_mode not in KERNEL_MODES:
         raise ValueError(f"kernel_mode must be one of {KERNEL_MODES}, got {kernel_mode!r}")
     layers = dynamic_layers(model)
+    warehouse_layers = kw_layers(model)
+    if warehouse_layers:
+        if layers:
+            raise ValueError("the model mixes KernelWarehouse with other dynamic layers: build the schedules")
+        spans = {layer.warm_epochs for layer in warehouse_layers}
+        if len(spans) > 1:
+            raise ValueError(f"the KernelWarehouse layers anneal over different epochs {sorted(spans)}")
+        return None, kw_schedule(iters_per_epoch, spans.pop())
     gate_starts = {layer.spec.gate_temperature for layer in layers} - {None}
     kernel_starts = {layer.spec.kernel_temperature for layer in layers} - {None}
     for name, starts, override in (

@@ -49,6 +49,7 @@ from typing import Any, Literal
 from torch import nn
 
 from fmdconv.layers import CONV_KINDS, DynamicLinear, SharedRouting, create_conv2d
+from fmdconv.models.kernelwarehouse import KWSlot
 
 Role = Literal["stem", "block", "late_block", "downsample", "head", "classifier"]
 ROLES: tuple[str, ...] = ("stem", "block", "late_block", "downsample", "head", "classifier")
@@ -67,6 +68,9 @@ REPLACED_ROLES: dict[str, frozenset[str]] = {
     "fmd": frozenset({"block", "late_block", "head"}),
     "dcd": frozenset({"block", "late_block", "classifier"}),
     "fd": frozenset({"block"}),
+    # KernelWarehouse: the block convolutions and the stride-2 downsamples (a stride-1 one stays
+    # static, models/kernelwarehouse.py); its MobileNetV2 layout adds the stem (MODEL_LAYOUTS).
+    "kw": frozenset({"block", "late_block", "downsample", "head"}),
 }
 
 # FDConv's replacement rule (the authors' layer falls back to a static convolution otherwise).
@@ -122,6 +126,7 @@ def dcd_layer_options(model: str | None, in_channels: int, out_channels: int) ->
 # (model, conv) -> (replaced roles, shared routing) where a method's paper lays a backbone out its own way.
 MODEL_LAYOUTS: dict[tuple[str, str], tuple[frozenset[str], bool]] = {
     ("mobilenet_v2", "cond"): (frozenset({"late_block", "classifier"}), True),
+    ("mobilenet_v2", "kw"): (frozenset({"stem", "block", "late_block", "head"}), False),
 }
 
 
@@ -194,6 +199,10 @@ class ConvFactory:
         ``expanded``: False in a MobileNetV2 block without an expansion, which DCD keeps static.
         """
         padding = (kernel_size - 1) // 2
+        if self.conv == "kw" and self.is_dynamic(role):
+            # A place for a KernelWarehouse convolution; share_warehouses() fills it once the
+            # whole backbone (and so every warehouse's size) is known.
+            return KWSlot(in_channels, out_channels, kernel_size, stride, padding, groups)
         if self.conv == "dcd" and self.is_dynamic(role) and groups == 1 and expanded:
             options = dcd_layer_options(self.model, in_channels, out_channels) | self.options
             return create_conv2d(
@@ -215,7 +224,7 @@ class ConvFactory:
                 kernel_num=self.kernel_num,
                 **self.options,
             )
-        if self.conv not in ("dcd", "fd") and self.is_dynamic(role):
+        if self.conv not in ("dcd", "fd", "kw") and self.is_dynamic(role):
             return create_conv2d(
                 self.conv,
                 in_channels,

@@ -9,6 +9,7 @@ from fmdconv.layers import CONV_KINDS
 from fmdconv.layers.feature_attention import FEATURE_ATTENTIONS
 from fmdconv.models.conv_factory import ConvFactory
 from fmdconv.models.features import FeatureBackbone
+from fmdconv.models.kernelwarehouse import KW_SETTING_OPTIONS, kw_settings, share_warehouses
 from fmdconv.models.mobilenetv2 import MobileNetV2
 from fmdconv.models.resnet import STAGE_WIDTHS, BasicBlock, Bottleneck, ResNet
 
@@ -154,6 +155,22 @@ def create_model(
         conv_options["fc_squeeze"] = dcd_mobilenet_v2_fc_squeeze(width)
     if attention is not None and attention not in FEATURE_ATTENTIONS:
         raise ValueError(f"unknown attention {attention!r}; accepted: None, {', '.join(FEATURE_ATTENTIONS)}")
+    kw = _kernelwarehouse_settings(name, conv, conv_options)
     factory = ConvFactory(conv, kernel_num, model=name, **conv_options)
     model = MODELS[name](factory, num_classes, stem, width, dropout, in_chans, attention)
+    if kw is not None:
+        share_warehouses(model, name, kw)
     return model.to_features(out_indices) if features_only else model
+
+
+def _kernelwarehouse_settings(name: str, conv: str, conv_options: dict[str, Any]) -> Any:
+    """KernelWarehouse's settings, taken out of ``conv_options`` (None for the other methods)."""
+    if conv != "kw":
+        own = sorted(
+            key for key in ("kw_ratio", *KW_SETTING_OPTIONS) if key in conv_options and key != "reduction"
+        )
+        if own:
+            raise ValueError(f"{', '.join(own)} apply to conv='kw' only, got conv={conv!r}")
+        return None
+    given = {key: conv_options.pop(key) for key in KW_SETTING_OPTIONS if key in conv_options}
+    return kw_settings(name, conv_options.pop("kw_ratio", 1), **given)

@@ -46,6 +46,13 @@ spatial, input, output); ``scaling`` FBM: one ``rfft2`` and per band one masking
 ``irfft2`` and the gate product over the map (``C_in · H · W``), per input channel. The count is
 that of the ``direct`` formulation; ``mixture`` and ``dft`` compute the same with other work.
 
+KernelWarehouse (:class:`~fmdconv.layers.KWConv2d`): ``conv`` is the static count; ``attention``
+the pooling of the input plus FC1 and FC2 (``in * out`` each) and, with the nonlocal basis, FC3
+once per mixture (``m * basis * others``); ``aggregation`` building the per-sample kernel from the
+warehouse, ``n * K`` (each of the m cells of ``K / m`` elements mixes all n warehouse cells); no
+``scaling``. Its warehouse's parameters are the model's (``model.warehouses``), counted once in the
+model's total and in no layer's row.
+
 The count is analytic, from the shapes a forward pass shows to hooks and the attentions each layer
 has (ablated attentions, see :func:`~fmdconv.layers.set_attentions`, are not counted); it does not
 depend on which exact formulation (``grouped``, ``mixed``, ``matmul``) the layer happens to run,
@@ -68,7 +75,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor, nn
 
-from fmdconv.layers import DCDConv2d, DynamicConv2d, FDConv2d, SharedRouting
+from fmdconv.layers import DCDConv2d, DynamicConv2d, FDConv2d, KWConv2d, SharedRouting
 
 MAC_PARTS = ("conv", "attention", "aggregation", "scaling")
 
@@ -159,7 +166,7 @@ class ModelProfile:
         }
 
 
-def _kernel_elements(layer: nn.Conv2d | DynamicConv2d) -> int:
+def _kernel_elements(layer: nn.Conv2d | DynamicConv2d | KWConv2d) -> int:
     """Elements of one kernel, ``C_out * C_in / groups * kh * kw``."""
     kh, kw = layer.kernel_size
     return layer.out_channels * (layer.in_channels // layer.groups) * kh * kw
@@ -186,6 +193,8 @@ def _layer_profile(name: str, module: nn.Module, inputs: Tensor, output: Tensor)
         return _dcd_profile(name, module, in_shape, out_shape, params, conv)
     if isinstance(module, FDConv2d):
         return _fd_profile(name, module, in_shape, out_shape, params, conv)
+    if isinstance(module, KWConv2d):
+        return _kw_profile(name, module, in_shape, out_shape, params, conv)
     if not isinstance(module, DynamicConv2d):
         return LayerProfile(name, kind, in_shape, out_shape, params, conv)
     attentions = set(module.available_attentions) - module.disabled_attentions
@@ -258,6 +267,24 @@ def _fd_profile(
     )
 
 
+def _kw_profile(
+    name: str,
+    layer: KWConv2d,
+    in_shape: tuple[int, ...],
+    out_shape: tuple[int, ...],
+    params: int,
+    conv: int,
+) -> LayerProfile:
+    attention = layer.attention
+    fcs = attention.fc1.weight.numel() + attention.fc2.weight.numel()
+    if attention.num_basis is not None:
+        fcs += layer.mixtures * attention.fc3.weight.numel()
+    aggregation = layer.cells.shape[0] * _kernel_elements(layer)
+    return LayerProfile(
+        name, type(layer).__name__, in_shape, out_shape, params, conv, math.prod(in_shape) + fcs, aggregation
+    )
+
+
 def _counted_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Convolutions, linear layers, dynamic convolutions and shared routings, not the FCs inside them."""
     counted: list[tuple[str, nn.Module]] = []
@@ -265,9 +292,11 @@ def _counted_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     for name, module in model.named_modules():
         if any(name.startswith(prefix) for prefix in dynamic_prefixes):
             continue
-        if isinstance(module, DynamicConv2d | DCDConv2d | FDConv2d | SharedRouting):
+        if isinstance(module, DynamicConv2d | DCDConv2d | FDConv2d | KWConv2d | SharedRouting):
             dynamic_prefixes.append(f"{name}." if name else "")
-        if isinstance(module, DynamicConv2d | DCDConv2d | FDConv2d | SharedRouting | nn.Conv2d | nn.Linear):
+        if isinstance(
+            module, DynamicConv2d | DCDConv2d | FDConv2d | KWConv2d | SharedRouting | nn.Conv2d | nn.Linear
+        ):
             counted.append((name, module))
     return counted
 
