@@ -4,7 +4,9 @@ record which one the automatic rule picks. This is the measurement behind the ru
 :func:`fmdconv.layers.formulations.choose_formulation`.
 
 Usage: ``python benchmarks/bench_layers.py [--threads 2] [--repeats 7]`` (CPU); writes
-``benchmarks/results/cpu-layers.json`` and ``.md`` (each replaced atomically).
+``benchmarks/results/<machine>/cpu-layers.json`` and ``.md`` (each replaced atomically), naming the
+machine. The static convolution and the formulations of a layer are timed in interleaved rounds
+(:func:`fmdconv.utils.timing.time_interleaved`, one warm-up round, median).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,20 +24,12 @@ from torch import Tensor, nn
 from fmdconv import FMDConv2d, ODConv2d
 from fmdconv.layers.formulations import choose_formulation
 from fmdconv.utils.io import write_text_atomic
+from fmdconv.utils.machine import machine_line, machine_record
+from fmdconv.utils.timing import time_interleaved
 
 STAGES = ((64, 32), (128, 16), (256, 8), (512, 4))  # channels, feature-map side
 BATCH = 64
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def median_ms(run: Callable[[], object], repeats: int) -> float:
-    run()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def iteration(layer: nn.Module, x: Tensor, train: bool) -> Callable[[], object]:
@@ -52,6 +45,19 @@ def iteration(layer: nn.Module, x: Tensor, train: bool) -> Callable[[], object]:
     return run
 
 
+def forced(layer: nn.Module, formulation: str, run: Callable[[], object]) -> Callable[[], object]:
+    """``run`` with ``formulation`` forced on ``layer`` for the call (``"auto"`` again after it)."""
+
+    def run_forced() -> object:
+        layer.formulation = formulation
+        try:
+            return run()
+        finally:
+            layer.formulation = "auto"
+
+    return run_forced
+
+
 def measure(repeats: int) -> list[dict]:
     rows = []
     for channels, side in STAGES:
@@ -63,11 +69,10 @@ def measure(repeats: int) -> list[dict]:
             chosen = choose_formulation(layer.attentions(x), 4, layer._geometry, x.shape, channels)
             for mode in ("inference", "train"):
                 train = mode == "train"
-                times = {"static": median_ms(iteration(static, x, train), repeats)}
-                for formulation in formulations:
-                    layer.formulation = formulation
-                    times[formulation] = median_ms(iteration(layer, x, train), repeats)
-                layer.formulation = "auto"
+                candidates = {"static": iteration(static, x, train)}
+                candidates.update({f: forced(layer, f, iteration(layer, x, train)) for f in formulations})
+                measured = time_interleaved(candidates, repeats, warmup=1)
+                times = {name: statistics.median(values) * 1e3 for name, values in measured.items()}
                 rows.append(
                     {
                         "method": method.__name__,
@@ -87,8 +92,8 @@ def to_markdown(results: dict) -> str:
     lines = [
         "# One 3x3 layer (n = 4), batch 64, at the CIFAR ResNet-18 stage shapes",
         "",
-        f"{results['threads']} threads, float32, torch {results['torch']}; measured {results['created']}; "
-        f"median of {results['repeats']} iterations, in ms.",
+        f"Machine: {machine_line(results['machine'])}; float32; measured {results['created']}; "
+        f"median of {results['repeats']} interleaved rounds, in ms.",
         "",
         "| method | channels, map | mode | static | grouped | mixed | matmul | rule picks | fastest |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -111,17 +116,20 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    machine = machine_record()
     results = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine,
         "threads": args.threads,
         "repeats": args.repeats,
         "torch": torch.__version__,
         "rows": measure(args.repeats),
     }
-    RESULTS.mkdir(exist_ok=True)
-    write_text_atomic(RESULTS / "cpu-layers.json", json.dumps(results, indent=2) + "\n")
-    write_text_atomic(RESULTS / "cpu-layers.md", to_markdown(results))
-    print(f"wrote {RESULTS / 'cpu-layers.json'} and .md")
+    folder = RESULTS / machine["slug"]
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(folder / "cpu-layers.json", json.dumps(results, indent=2) + "\n")
+    write_text_atomic(folder / "cpu-layers.md", to_markdown(results))
+    print(f"wrote {folder / 'cpu-layers.json'} and .md")
 
 
 if __name__ == "__main__":

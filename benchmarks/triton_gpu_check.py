@@ -28,6 +28,8 @@ from torch import nn
 
 from fmdconv import FMDConv2d, ODConv2d, create_model, set_formulation, set_temperature
 from fmdconv.layers.triton_conv import triton_version
+from fmdconv.utils.machine import machine_line, machine_record
+from fmdconv.utils.timing import time_interleaved
 
 START = time.perf_counter()
 FORMULATIONS = ("triton", "mixed", "grouped", "auto")
@@ -103,22 +105,9 @@ def check_exactness(device: torch.device, smoke: bool) -> None:
 
 
 def median_ms(run: Callable[[], object], device: torch.device, warmup: int, iterations: int) -> float:
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(iterations):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            run()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            begin = time.perf_counter()
-            run()
-            times.append((time.perf_counter() - begin) * 1e3)
-    return statistics.median(times)
+    """Median ms of ``iterations`` calls after ``warmup`` (CUDA events on a GPU, the wall clock elsewhere)."""
+    times = time_interleaved({"run": run}, iterations, device, warmup=warmup, cuda_events=True)["run"]
+    return statistics.median(times) * 1e3
 
 
 def training_step(model: nn.Module, x: torch.Tensor, bf16: bool) -> Callable[[], None]:
@@ -200,8 +189,7 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=170.0, help="skip the bf16 step after this")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
-    log(f"device {name}, torch {torch.__version__}, triton {triton_version()}")
+    log(f"machine {machine_line(machine_record(device))}, triton {triton_version()}")
     batch, size = (2, 32) if args.smoke else (64, 224)
     sections = [
         ("exactness", lambda: check_exactness(device, args.smoke)),

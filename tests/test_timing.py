@@ -25,3 +25,16 @@ def test_time_interleaved_refuses_bad_counts(argument, value):
 def test_synchronize_accepts_cpu_and_none():
     synchronize("cpu")
     synchronize(None)
+
+
+def test_before_round_runs_ahead_of_each_timed_round():
+    calls = []
+    time_interleaved(
+        {"a": lambda: calls.append("a")}, 2, warmup=1, before_round=lambda r: calls.append(f"round {r}")
+    )
+    assert calls == ["a", "round 0", "a", "round 1", "a"]
+
+
+def test_cuda_events_are_ignored_off_cuda():
+    ticks = iter([0.0, 0.25])
+    assert time_call(lambda: None, "cpu", clock=lambda: next(ticks), cuda_events=True) == 0.25

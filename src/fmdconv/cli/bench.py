@@ -2,7 +2,8 @@
 
 Examples::
 
-    fmdconv bench                          # the default grid, about 14 minutes on 2 CPU cores
+    fmdconv bench                          # the default grid, into benchmarks/results/<machine>/
+    fmdconv bench --authors-code /tmp/authors/fmdconv --authors-code /tmp/authors/odconv
     fmdconv bench --full                   # every variant in every setting (much longer)
     fmdconv bench --compile                # eager against torch.compile, written to cpu-compile.*
     fmdconv bench --device cuda --name gpu # the same on a GPU, written to gpu.json / gpu.md
@@ -18,8 +19,11 @@ from pathlib import Path
 
 from fmdconv.cli._arguments import add_device_argument, number_at_least, output_folder
 from fmdconv.profiling import bench, gpu_bench
+from fmdconv.profiling.authors_code import AUTHORS_CODE_ENV, authors_code_folders, find_releases
+from fmdconv.utils.devices import resolve_device
+from fmdconv.utils.machine import machine_slug
 
-DEFAULT_OUT = Path("benchmarks/results")
+RESULTS = Path("benchmarks/results")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,13 +32,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="time dynamic ResNet-18/50 against the static ones (training step, inference, memory)",
         description=(
             "Time the static ResNet-18 and ResNet-50 and each dynamic method at n = 1 and n = 4 "
-            "(automatic formulation, and the naive batch-folded computation) side by side, in a "
-            "training step and in inference, with the CIFAR stem at 32x32 (batch 64) and the ImageNet "
-            "stem at 224x224 (batches 1 and 32); write NAME.json and NAME.md to --out."
+            "(automatic formulation, each formulation forced, and the naive batch-folded computation) "
+            "side by side, in a training step and in inference, with the CIFAR stem at 32x32 (batch 64) "
+            "and the ImageNet stem at 224x224 (batches 1 and 32) and 112x112 (batch 32, training); with "
+            "--authors-code, the authors' FMDConv and ODConv ResNets beside them. Writes NAME.json and "
+            "NAME.md, which name the machine, to --out."
         ),
     )
     parser.add_argument(
-        "--out", type=output_folder, default=DEFAULT_OUT, help=f"folder (default {DEFAULT_OUT})"
+        "--out",
+        type=output_folder,
+        default=None,
+        help=f"folder (default {RESULTS}/<machine>, e.g. {RESULTS}/amd-epyc)",
     )
     parser.add_argument("--name", default=None, help="file stem (default: the device type, e.g. cpu)")
     add_device_argument(parser, default=None, described="cpu; cuda with --gpu")
@@ -55,6 +64,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="the GPU benchmark: ResNet-18/50 at 224x224, training (fp32, bf16) and inference (batch 1 "
         "eager and graph-captured, batch 64), every formulation forced and auto; writes gpu.json/gpu.md",
+    )
+    parser.add_argument(
+        "--authors-code",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder holding the authors' FMDConv or ODConv release (models/fmd_resnet.py or "
+        f"models/od_resnet.py), timed beside fmdconv's; repeatable (default: ${AUTHORS_CODE_ENV}, "
+        "folders separated by ':'; without either, those rows are skipped)",
     )
     parser.add_argument("--quick", action="store_true", help="with --gpu: ResNet-18 and auto only")
     parser.add_argument(
@@ -87,11 +105,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
+def _error(message: str) -> int:
+    print(f"fmdconv bench: error: {message}", file=sys.stderr)
+    return 2
+
+
 def run(args: argparse.Namespace) -> int:
     if args.gpu:
+        device = args.device or "cuda"
+        try:
+            resolve_device(device)
+        except ValueError as error:
+            return _error(f"--gpu: {error} (give --device cpu for a dry run of the GPU benchmark's code)")
+        out = args.out or RESULTS / machine_slug(device)
         gpu_bench.run_gpu_benchmark(
-            args.out,
-            device=args.device or "cuda",
+            out,
+            device=device,
             quick=args.quick,
             budget_s=args.budget,
             rows=[row for row in gpu_bench.gpu_rows(args.quick) if row.arch in args.arch]
@@ -99,16 +128,19 @@ def run(args: argparse.Namespace) -> int:
             else None,
             progress=lambda line: print(line, flush=True),
         )
-        print(f"wrote {args.out / 'gpu.json'} and {args.out / 'gpu.md'}")
+        print(f"wrote {out / 'gpu.json'} and {out / 'gpu.md'}")
         return 0
     if args.quick or args.arch:
-        print("fmdconv bench: error: --quick and --arch apply to --gpu only", file=sys.stderr)
-        return 2
+        return _error("--quick and --arch apply to --gpu only")
     if args.threads < 1 or (args.clock == "cpu" and args.threads != 1):
-        print("fmdconv bench: error: --threads must be >= 1, and 1 with --clock cpu", file=sys.stderr)
-        return 2
+        return _error("--threads must be >= 1, and 1 with --clock cpu")
     grids = {"full": bench.FULL_SETTINGS, "compile": bench.COMPILE_SETTINGS}
     settings = next((grids[flag] for flag in grids if getattr(args, flag)), bench.DEFAULT_SETTINGS)
+    authors_code = authors_code_folders(args.authors_code)
+    try:
+        find_releases(authors_code)
+    except ValueError as error:
+        return _error(str(error))
     results = bench.run_benchmark(
         settings,
         device=args.device or "cpu",
@@ -116,8 +148,10 @@ def run(args: argparse.Namespace) -> int:
         progress=lambda line: print(line, flush=True),
         quiet_wait_s=args.quiet_wait,
         clock=args.clock,
+        authors_code=authors_code,
     )
     name = args.name or results["device_type"] + ("-compile" if args.compile else "")
-    json_path, markdown_path = bench.write_results(results, args.out, name)
+    out = args.out or RESULTS / results["machine"]["slug"]
+    json_path, markdown_path = bench.write_results(results, out, name)
     print(f"wrote {json_path} and {markdown_path}")
     return 0

@@ -32,7 +32,11 @@ from torch import Tensor, nn
 
 from fmdconv.layers import formulations, set_formulation
 from fmdconv.models import create_model
-from fmdconv.profiling.bench import write_result_files
+from fmdconv.profiling.bench_report import write_result_files
+from fmdconv.profiling.bench_settings import exact_formulations
+from fmdconv.utils.devices import resolve_device
+from fmdconv.utils.machine import machine_line, machine_record
+from fmdconv.utils.timing import time_call, time_interleaved
 
 KINDS = ("static", "fmd", "od", "dy", "cond")
 ARCHS = ("resnet18", "resnet50")
@@ -59,11 +63,6 @@ class Row:
         if self.kind == "static":
             return "static"
         return f"{self.kind} n=4" + ("" if self.formulation == "auto" else f" {self.formulation}")
-
-
-def exact_formulations(kind: str) -> tuple[str, ...]:
-    """The formulations that can be forced on every layer of ``kind`` (ODConv: not ``mixed``)."""
-    return tuple(name for name in formulations.CONVOLUTIONS if not (kind == "od" and name == "mixed"))
 
 
 def gpu_rows(quick: bool = False) -> list[Row]:
@@ -112,28 +111,6 @@ class Sizes:
     warmup: int = 5
 
 
-def _timer(device: torch.device) -> Callable[[Callable[[], object]], float]:
-    """Seconds of one call: CUDA events on a GPU, the wall clock elsewhere."""
-    if device.type != "cuda":
-
-        def wall(run: Callable[[], object]) -> float:
-            start = time.perf_counter()
-            run()
-            return time.perf_counter() - start
-
-        return wall
-
-    def events(run: Callable[[], object]) -> float:
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        run()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / 1e3
-
-    return events
-
-
 def _iteration(model: nn.Module, inputs: Tensor, measurement: str) -> Callable[[], object]:
     device_type = inputs.device.type
     autocast = (
@@ -171,11 +148,9 @@ def measure_row(row: Row, device: torch.device, sizes: Sizes = Sizes()) -> dict[
     compile_s = None
     if row.measurement == "infer_b1_graph":
         _iteration(model, inputs, row.measurement)()  # eager first: the measured choice, then compiled
-        started = time.perf_counter()
         torch._dynamo.reset()  # every network is a new compile, not a recompile (dynamo's limit is 8)
         model = torch.compile(model, mode="reduce-overhead", fullgraph=True)
-        _iteration(model, inputs, row.measurement)()
-        compile_s = time.perf_counter() - started
+        compile_s = time_call(_iteration(model, inputs, row.measurement), device)
     run = _iteration(model, inputs, row.measurement)
     for _ in range(sizes.warmup):
         run()
@@ -184,8 +159,8 @@ def measure_row(row: Row, device: torch.device, sizes: Sizes = Sizes()) -> dict[
     if cuda:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    timer = _timer(device)
-    times = [timer(run) for _ in range(sizes.train_iters if training else sizes.infer_iters)]
+    iterations = sizes.train_iters if training else sizes.infer_iters
+    times = time_interleaved({row: run}, iterations, device, warmup=0, cuda_events=True)[row]
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda and training else None
     return {
         **asdict(row),
@@ -216,11 +191,11 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
 def _environment(device: torch.device) -> dict[str, Any]:
     from fmdconv.layers.triton_conv import triton_version  # imports Triton: only when asked
 
+    machine = machine_record(device)
     return {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else platform.processor() or "cpu",
+        "machine": machine,
+        "device": machine["gpu"] or machine["cpu"],
         "device_type": device.type,
         "torch": torch.__version__,
         "triton": triton_version(),
@@ -246,8 +221,11 @@ def run_gpu_benchmark(
 
     Rows that would start after ``budget_s`` seconds, graph-captured rows off CUDA, and rows whose
     run fails (out of memory, a compiler error) are recorded as skipped with the reason.
+
+    Raises:
+        ValueError: ``device`` is not on this machine (``"cuda"`` where torch has no CUDA device).
     """
-    device = torch.device(device)
+    device = resolve_device(device)
     torch.backends.cudnn.benchmark = True
     results: dict[str, Any] = {**_environment(device), "quick": quick, "budget_s": budget_s, "rows": []}
     results["skipped"] = []
@@ -289,7 +267,7 @@ def to_markdown(results: dict[str, Any]) -> str:
     lines = [
         "# GPU benchmark: dynamic ResNets relative to the static one",
         "",
-        f"{results['device']}; torch {results['torch']}, Triton {results['triton'] or 'not installed'}; "
+        f"Machine: {machine_line(results['machine'])}; Triton {results['triton'] or 'not installed'}; "
         f"cudnn.benchmark {results['cudnn_benchmark']}, TF32 matmul {results['tf32_matmul']} / "
         f"cuDNN {results['tf32_cudnn']}; measured {results['created']} in {results['wall_s']:.0f} s"
         f"{' (--quick)' if results['quick'] else ''}.",

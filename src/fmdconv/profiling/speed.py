@@ -9,13 +9,13 @@ iterations, reported as the median with the spread, the thread count and the dev
 from __future__ import annotations
 
 import statistics
-import time
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from fmdconv.utils.devices import resolve_device
+from fmdconv.utils.timing import time_interleaved
 
 MODES = ("inference", "train")
 
@@ -86,11 +86,6 @@ def _loss(output: Tensor | list[Tensor] | tuple[Tensor, ...]) -> Tensor:
     return sum(o.float().mean() for o in outputs)  # type: ignore[return-value]
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure_speed(
     model: nn.Module,
     input_size: tuple[int, ...] = (3, 224, 224),
@@ -134,24 +129,21 @@ def measure_speed(
     previous_threads = torch.get_num_threads()
     modes = {module: module.training for module in model.modules()}
     x = torch.randn(batch_size, *input_size, device=device)
-    times: list[float] = []
     try:
         if threads is not None:
             torch.set_num_threads(threads)
         model.train(mode == "train")
         model.zero_grad(set_to_none=True)
-        for iteration in range(warmup + repeats):
-            _synchronize(device)
-            start = time.perf_counter()
+
+        def iteration() -> None:
             if mode == "train":
                 _loss(model(x)).backward()
                 model.zero_grad(set_to_none=True)
             else:
                 with torch.no_grad():
                     model(x)
-            _synchronize(device)
-            if iteration >= warmup:
-                times.append(time.perf_counter() - start)
+
+        times = time_interleaved({mode: iteration}, repeats, device, warmup=warmup)[mode]
         used_threads = torch.get_num_threads()
     finally:
         torch.set_num_threads(previous_threads)
