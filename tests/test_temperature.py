@@ -84,3 +84,8 @@ def test_mixed_methods_need_an_explicit_start():
     assert kernel(0) == 40.0
     with pytest.raises(ValueError, match="kernel_mode must be one of"):
         paper_schedules(model, iters_per_epoch=10, kernel_mode="cosine")
+
+
+def test_a_start_below_the_end_is_honoured_not_replaced_by_the_end() -> None:
+    schedule = LinearTemperature(10, start=0.5, warm_epochs=1)
+    assert [schedule(t) for t in (0, 5, 10, 20)] == [0.5, 0.75, 1.0, 1.0]

@@ -43,10 +43,11 @@ class ConstantTemperature:
 
 @dataclass(frozen=True)
 class LinearTemperature:
-    """T(t) = end + max(0, (start - end) * (N - t) / N), N = warm_epochs * iters_per_epoch.
+    """T(t) = end + (start - end) * max(0, N - t) / N, N = warm_epochs * iters_per_epoch.
 
     The ODConv/FMDConv rule: from ``start`` at t = 0 to ``end`` at the end of epoch ``warm_epochs``,
-    then constant. KernelWarehouse's tau runs from 1 to 0 this way (:func:`kw_schedule`).
+    then constant. A ``start`` below ``end`` rises the same way (a start temperature of 0.5 is used,
+    not replaced by 1). KernelWarehouse's tau runs from 1 to 0 this way (:func:`kw_schedule`).
     """
 
     iters_per_epoch: int
@@ -65,7 +66,7 @@ class LinearTemperature:
         total = self.warm_epochs * self.iters_per_epoch
         if total == 0:
             return self.end
-        return self.end + max(0.0, (self.start - self.end) * (total - iteration) / total)
+        return self.end + (self.start - self.end) * max(0.0, total - iteration) / total
 
 
 @dataclass(frozen=True)
