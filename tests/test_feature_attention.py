@@ -146,7 +146,9 @@ def test_compare_runs_dcd_and_the_feature_attentions(tmp_path):
     assert dcd.params > se.params > eca.params > static.params
     trained, _, _ = load_trained_model(Path(se.run_dir) / "last.pt")
     assert trained.layer1[0].attention is not None and isinstance(trained.layer1[0].conv1, nn.Conv2d)
-    with pytest.raises(ValueError, match=r"methods must be distinct names among .*dcd, fd, kw, se, cbam, eca"):
+    with pytest.raises(
+        ValueError, match=r"methods must be distinct names among .*dcd, fd, kw, se, cbam, eca"
+    ):
         compare(recipe, tmp_path, methods=["sk"])
     with pytest.raises(ValueError, match="attention must be None or one of se, cbam, eca"):
         recipe.replace(attention="sk")
