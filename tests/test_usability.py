@@ -15,6 +15,7 @@ from fmdconv.cli import build_parser, main
 from fmdconv.data import CIFAR10, DatasetNotFoundError, FashionMNIST, build_dataset
 from fmdconv.explain.ablation import ablate
 from fmdconv.layers import dynamic_layers
+from fmdconv.layers.factory import create_conv2d
 from fmdconv.models import METHODS, create_model, method_options
 from fmdconv.train.checkpoint import load_checkpoint
 from fmdconv.train.logging import METRICS_FILE, read_metrics
@@ -183,3 +184,13 @@ def test_an_empty_batch_through_every_model(method: str) -> None:
         model = create_model(name, **method_options(method), width=0.25, num_classes=10, kernel_num=2)
         for training in (True, False):
             assert model.train(training)(torch.randn(0, 3, 32, 32)).shape == (0, 10), (name, training)
+
+
+@pytest.mark.parametrize(
+    ("kind", "option"), [("dcd", "reduction"), ("fmd", "latent_dim"), ("fd", "latent_dim")]
+)
+def test_an_option_of_another_method_is_a_value_error_naming_the_accepted_ones(
+    kind: str, option: str
+) -> None:
+    with pytest.raises(ValueError, match=rf"a {kind} convolution .* has no option {option}; its options: "):
+        create_conv2d(kind, 16, 16, 3, **{option: 4})

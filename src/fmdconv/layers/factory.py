@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from torch import nn
@@ -69,4 +70,25 @@ def create_conv2d(
         return cls(*args, bias=True if bias is None else bias, **common)
     if cls in (DCDConv2d, KWConv2d) and "kernel_num" in options:
         raise ValueError(f"a {kind} convolution mixes no kernels: kernel_num does not apply to it")
+    accepted = method_options(cls)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"a {kind} convolution ({cls.__name__}) has no option {', '.join(unknown)}; "
+            f"its options: {', '.join(accepted)}"
+        )
     return cls(*args, bias=bias, **common, **options)
+
+
+_CONV2D_ARGUMENTS = frozenset(inspect.signature(nn.Conv2d).parameters)
+
+
+def method_options(cls: type[nn.Module]) -> tuple[str, ...]:
+    """The keyword options ``cls`` takes beyond nn.Conv2d's arguments, in its signature's order."""
+    parameters = inspect.signature(cls).parameters.values()
+    return tuple(
+        p.name
+        for p in parameters
+        if p.name not in _CONV2D_ARGUMENTS
+        and p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    )
