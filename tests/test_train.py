@@ -224,7 +224,7 @@ def test_checkpoints_are_written_atomically(tmp_path: Path, monkeypatch: pytest.
     assert load_checkpoint(path)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="not a readable checkpoint"):
+    with pytest.raises(ValueError, match="is not a checkpoint"):
         load_checkpoint(path)
 
 
@@ -443,7 +443,11 @@ def test_command_line_error_exits(
     exits(["cam", str(out / "last.pt"), "--from-dataset", "-1"], 2, "--from-dataset must be >= 0; got -1")
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes((out / "last.pt").read_bytes()[:1000])
-    exits(["eval", str(corrupt), "--no-progress"], 2, "is not a readable checkpoint")
+    exits(["eval", str(corrupt), "--no-progress"], 2, "is not a checkpoint")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_text("not a checkpoint\n")
+    exits(["eval", str(garbage), "--no-progress"], 2, "is not a checkpoint (torch.load could not read it")
+    exits(["eval", str(out), "--no-progress"], 2, "is a folder, not a checkpoint file")
 
     def interrupted(self: Trainer, loader: object) -> Iterator[object]:
         raise KeyboardInterrupt  # Ctrl-C

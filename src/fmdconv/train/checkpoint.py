@@ -76,15 +76,21 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the file is not an fmdconv training checkpoint.
+        ValueError: ``path`` is a folder, or the file is not an fmdconv training checkpoint.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(
+            f"{path} is a folder, not a checkpoint file; give a run's checkpoint, e.g. {path / 'last.pt'}"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # a corrupt or foreign file fails in many ways
-        raise ValueError(f"{path} is not a readable checkpoint ({type(error).__name__}: {error})") from error
+        # torch's own message advises weights_only=False, which would run the file's code: not offered.
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(f"{path} is not a checkpoint (torch.load could not read it: {reason})") from error
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an fmdconv training checkpoint (format {CHECKPOINT_FORMAT})")
     return state
