@@ -54,6 +54,7 @@ METHOD_LABELS = {
     "fmd": "FMDConv",
     "dcd": "DCD",
     "fd": "FDConv",
+    "kw": "KernelWarehouse",
     "se": "SE",
     "cbam": "CBAM",
     "eca": "ECA",
