@@ -1,4 +1,4 @@
-"""What a new user ran into (issue 12): wrong answers and unclear errors of the commands and the
+"""What a new user ran into: wrong answers and unclear errors of the commands and the
 training code, each checked here with the smallest run that shows it."""
 
 from __future__ import annotations

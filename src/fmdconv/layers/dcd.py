@@ -43,7 +43,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fmdconv.layers.attention import check_attention_init
-from fmdconv.layers.helpers import PADDING_MODES, IntPair, PaddingArg, check_int, resolve_padding, to_pair
+from fmdconv.layers.helpers import (
+    IntPair,
+    PaddingArg,
+    check_int,
+    set_conv_arguments,
+)
 
 DCD_ATTENTION_NAMES = ("scale", "phi")
 
@@ -168,8 +173,6 @@ class DCDConv2d(nn.Module):
             raise ValueError(
                 f"{name}: groups must be 1 (the latent projections mix all channels), got {groups!r}"
             )
-        if padding_mode not in PADDING_MODES:
-            raise ValueError(f"{name}: padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
         check_int(name, "pool_size", pool_size)
         if fc_squeeze is not None and squeeze_channels is not None:
             raise ValueError(f"{name}: give fc_squeeze or squeeze_channels, not both")
@@ -184,14 +187,9 @@ class DCDConv2d(nn.Module):
 
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.kernel_size = to_pair(kernel_size, "kernel_size")
-        self.stride = to_pair(stride, "stride")
-        self.dilation = to_pair(dilation, "dilation")
-        self.padding, self._explicit_padding = resolve_padding(
-            padding, self.kernel_size, self.stride, self.dilation
+        self._explicit_padding, _ = set_conv_arguments(
+            self, kernel_size, stride, padding, dilation, groups, padding_mode
         )
-        self.groups = groups
-        self.padding_mode = padding_mode
         self.latent_dim = latent_dim
         self.pool_size = pool_size
         self.squeeze_channels = squeeze_channels

@@ -24,19 +24,16 @@ from fmdconv.layers.attention import GateTrunk, KernelMLP, KernelRouting, check_
 from fmdconv.layers.formulations import (
     CONVOLUTIONS,
     FORMULATIONS,
-    ConvGeometry,
     scale_channels,
     select_formulation,
 )
 from fmdconv.layers.helpers import (
-    PADDING_MODES,
     IntPair,
     PaddingArg,
     check_int,
     is_int_at_least,
     is_number,
-    resolve_padding,
-    to_pair,
+    set_conv_arguments,
 )
 
 ATTENTION_NAMES = ("input", "output", "spatial", "kernel")
@@ -160,8 +157,6 @@ class DynamicConv2d(nn.Module):
                 f"{name}: shared_routing is for CondConv's sigmoid routing; {name} normalises its kernel "
                 "attention with a temperature, which an attention given from outside would bypass"
             )
-        if padding_mode not in PADDING_MODES:
-            raise ValueError(f"{name}: padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
         self._reject_unused_options(
             reduction=(reduction, spec.has_trunk),
             min_channels=(min_channels, spec.has_trunk),
@@ -182,21 +177,15 @@ class DynamicConv2d(nn.Module):
 
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.kernel_size = to_pair(kernel_size, "kernel_size")
-        self.stride = to_pair(stride, "stride")
-        self.dilation = to_pair(dilation, "dilation")
-        self.padding, explicit_padding = resolve_padding(
-            padding, self.kernel_size, self.stride, self.dilation
+        _, self._geometry = set_conv_arguments(
+            self, kernel_size, stride, padding, dilation, groups, padding_mode
         )
-        self.groups = groups
-        self.padding_mode = padding_mode
         self.kernel_num = kernel_num
         self.shared_routing = shared_routing
         self.attention_init = attention_init
         self._formulation = "auto"
         self.fold_attentions = True
         self.disabled_attentions: set[str] = set()
-        self._geometry = self._make_geometry(explicit_padding)
 
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.weight = nn.Parameter(
@@ -247,11 +236,6 @@ class DynamicConv2d(nn.Module):
         for option, (value, applies) in options.items():
             if value is not None and not applies:
                 raise ValueError(f"{type(self).__name__} has no use for {option} (got {value!r})")
-
-    def _make_geometry(self, explicit_padding: tuple[int, int, int, int]) -> ConvGeometry:
-        return ConvGeometry.of_conv(
-            self.kernel_size, self.stride, self.dilation, self.groups, self.padding_mode, explicit_padding
-        )
 
     def _has_kernel_attention(self, kernel_num: int) -> bool:
         # As in the authors' code: ODConv skips its trunk's kernel head at n = 1 (a softmax over one

@@ -45,8 +45,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fmdconv.layers.attention import check_attention_init
-from fmdconv.layers.formulations import ConvGeometry, convolve_each_sample, is_exporting
-from fmdconv.layers.helpers import PADDING_MODES, IntPair, PaddingArg, check_int, resolve_padding, to_pair
+from fmdconv.layers.formulations import convolve_each_sample, is_exporting
+from fmdconv.layers.helpers import (
+    IntPair,
+    PaddingArg,
+    check_int,
+    set_conv_arguments,
+)
 
 FD_FORMULATIONS: tuple[str, ...] = ("auto", "direct", "mixture", "dft")
 FD_PARTS: tuple[str, ...] = ("fourier_weight", "global_modulation", "local_modulation", "band_modulation")
@@ -333,8 +338,6 @@ class FDConv2d(nn.Module):
             raise ValueError(
                 f"{name}: groups must be 1 (the weight is transformed as one matrix), got {groups!r}"
             )
-        if padding_mode not in PADDING_MODES:
-            raise ValueError(f"{name}: padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
         for option, value in (("reduction", reduction), ("gate_temperature", gate_temperature)):
             if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name}: {option} must be a positive number, got {value!r}")
@@ -347,24 +350,9 @@ class FDConv2d(nn.Module):
         self.attention_init = check_attention_init(attention_init, name)
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.kernel_size = to_pair(kernel_size, "kernel_size")
-        self.stride = to_pair(stride, "stride")
-        self.dilation = to_pair(dilation, "dilation")
-        self.padding, explicit_padding = resolve_padding(
-            padding, self.kernel_size, self.stride, self.dilation
+        _, self._geometry = set_conv_arguments(
+            self, kernel_size, stride, padding, dilation, groups, padding_mode
         )
-        self.groups = groups
-        self.padding_mode = padding_mode
-        left, right, top, bottom = explicit_padding
-        if left == right and top == bottom and padding_mode == "zeros":
-            self._geometry = ConvGeometry(
-                self.kernel_size, self.stride, (top, left), self.dilation, 1, None, "constant"
-            )
-        else:
-            mode = "constant" if padding_mode == "zeros" else padding_mode
-            self._geometry = ConvGeometry(
-                self.kernel_size, self.stride, (0, 0), self.dilation, 1, explicit_padding, mode
-            )
 
         kh, kw = self.kernel_size
         rows, columns = out_channels * kh, in_channels * kw

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import TypeAlias
 
+from torch import nn
+
+from fmdconv.layers.conv_primitives import ConvGeometry
+
 IntPair: TypeAlias = int | tuple[int, int]
 PaddingArg: TypeAlias = int | tuple[int, int] | str
 
@@ -67,3 +71,36 @@ def resolve_padding(
         return padding, (amounts[0], amounts[1], amounts[2], amounts[3])
     pair = to_pair(padding, "padding", minimum=0)
     return pair, (pair[1], pair[1], pair[0], pair[0])
+
+
+def set_conv_arguments(
+    layer: nn.Module,
+    kernel_size: IntPair,
+    stride: IntPair,
+    padding: PaddingArg,
+    dilation: IntPair,
+    groups: int,
+    padding_mode: str,
+) -> tuple[tuple[int, int, int, int], ConvGeometry]:
+    """Check nn.Conv2d's geometry arguments and set them on ``layer`` as nn.Conv2d names them.
+
+    Sets ``kernel_size``, ``stride``, ``dilation`` (pairs), ``padding`` (a pair, or ``'same'`` /
+    ``'valid'``), ``groups`` and ``padding_mode``; returns the explicit padding ``(left, right, top,
+    bottom)`` and the :class:`ConvGeometry` the formulations take.
+    """
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(
+            f"{type(layer).__name__}: padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}"
+        )
+    layer.kernel_size = to_pair(kernel_size, "kernel_size")
+    layer.stride = to_pair(stride, "stride")
+    layer.dilation = to_pair(dilation, "dilation")
+    layer.padding, explicit_padding = resolve_padding(
+        padding, layer.kernel_size, layer.stride, layer.dilation
+    )
+    layer.groups = groups
+    layer.padding_mode = padding_mode
+    geometry = ConvGeometry.of_conv(
+        layer.kernel_size, layer.stride, layer.dilation, groups, padding_mode, explicit_padding
+    )
+    return explicit_padding, geometry

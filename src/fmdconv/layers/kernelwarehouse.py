@@ -42,18 +42,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fmdconv.layers.formulations import (
-    ConvGeometry,
     convolve_each_sample,
     per_sample_formulation,
 )
 from fmdconv.layers.helpers import (
-    PADDING_MODES,
     IntPair,
     PaddingArg,
     check_int,
     is_number,
-    resolve_padding,
-    to_pair,
+    set_conv_arguments,
 )
 
 KW_ATTENTION_NAMES = ("cell",)
@@ -337,20 +334,11 @@ class KWConv2d(nn.Module):
                 f"{name}: in_channels ({in_channels}) and out_channels ({out_channels}) must be "
                 f"divisible by groups ({groups})"
             )
-        if padding_mode not in PADDING_MODES:
-            raise ValueError(f"{name}: padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
         _check_ratio(name, "reduction", reduction)
         _check_ratio(name, "nonlocal_basis_ratio", nonlocal_basis_ratio)
-        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size = to_pair(kernel_size, "kernel_size")
-        self.stride = to_pair(stride, "stride")
-        self.dilation = to_pair(dilation, "dilation")
-        self.padding, explicit_padding = resolve_padding(
-            padding, self.kernel_size, self.stride, self.dilation
-        )
-        self.padding_mode = padding_mode
-        self._geometry = ConvGeometry.of_conv(
-            self.kernel_size, self.stride, self.dilation, groups, padding_mode, explicit_padding
+        self.in_channels, self.out_channels = in_channels, out_channels
+        _, self._geometry = set_conv_arguments(
+            self, kernel_size, stride, padding, dilation, groups, padding_mode
         )
         self.formulation = formulation
         shape: KernelShape = (out_channels, in_channels // groups, *self.kernel_size)
