@@ -16,6 +16,10 @@ import sys
 import types
 from pathlib import Path
 
+from torch import nn
+
+from fmdconv import create_model
+
 AUTHORS_FILE = "FDConv_detection/mmdet_custom/FDConv.py"
 
 
@@ -56,3 +60,27 @@ def authors_layer(module: types.ModuleType, *args: object, **kwargs: object):
     """``module.FDConv(*args, **kwargs)``, its ``print`` of the kernel number silenced."""
     with contextlib.redirect_stdout(io.StringIO()):
         return module.FDConv(*args, **kwargs)
+
+
+def authors_model(authors: object, name: str, kernel_num: int, **options: object) -> nn.Module:
+    """The static ResNet with the authors' FDConv in every block convolution."""
+    model = create_model(name, conv="static", **options)
+    for module_name, conv in list(model.named_modules()):
+        if (
+            isinstance(conv, nn.Conv2d)
+            and module_name.startswith("layer")
+            and "downsample" not in module_name
+        ):
+            layer = authors_layer(
+                authors,
+                conv.in_channels,
+                conv.out_channels,
+                conv.kernel_size,
+                stride=conv.stride,
+                padding=conv.padding,
+                bias=False,
+                kernel_num=kernel_num,
+            )
+            parent, _, child = module_name.rpartition(".")
+            setattr(model.get_submodule(parent), child, layer)
+    return model

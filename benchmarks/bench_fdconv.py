@@ -29,34 +29,10 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from authors_fdconv import authors_layer, load_authors_fdconv
+from authors_fdconv import authors_model, load_authors_fdconv
 from fmdconv import create_model
 from fmdconv.compat import convert_state_dict
 from fmdconv.utils.timing import time_interleaved
-
-
-def authors_model(authors: object, name: str, kernel_num: int, **options: object) -> nn.Module:
-    """The static ResNet with the authors' FDConv in every block convolution."""
-    model = create_model(name, conv="static", **options)
-    for module_name, conv in list(model.named_modules()):
-        if (
-            isinstance(conv, nn.Conv2d)
-            and module_name.startswith("layer")
-            and "downsample" not in module_name
-        ):
-            layer = authors_layer(
-                authors,
-                conv.in_channels,
-                conv.out_channels,
-                conv.kernel_size,
-                stride=conv.stride,
-                padding=conv.padding,
-                bias=False,
-                kernel_num=kernel_num,
-            )
-            parent, _, child = module_name.rpartition(".")
-            setattr(model.get_submodule(parent), child, layer)
-    return model
 
 
 def training_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Callable[[], None]:

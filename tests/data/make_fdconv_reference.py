@@ -22,8 +22,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from authors_fdconv import authors_layer, load_authors_fdconv
-from fmdconv import create_model
+from authors_fdconv import authors_layer, authors_model, load_authors_fdconv
 
 OUT = Path(__file__).with_name("fdconv_reference.pt")
 
@@ -39,25 +38,6 @@ def randomise(module: nn.Module) -> None:
                 child.running_var.uniform_(0.5, 2.0)
 
 
-def authors_resnet(authors: object, kernel_num: int) -> nn.Module:
-    model = create_model("resnet18", conv="static", width=0.25, stem="cifar", num_classes=10)
-    for name, conv in list(model.named_modules()):
-        if isinstance(conv, nn.Conv2d) and name.startswith("layer") and "downsample" not in name:
-            replacement = authors_layer(
-                authors,
-                conv.in_channels,
-                conv.out_channels,
-                conv.kernel_size,
-                stride=conv.stride,
-                padding=conv.padding,
-                bias=False,
-                kernel_num=kernel_num,
-            )
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent), child, replacement)
-    return model
-
-
 def main(repository: str) -> None:
     warnings.simplefilter("ignore")
     authors = load_authors_fdconv(repository)
@@ -66,7 +46,7 @@ def main(repository: str) -> None:
     randomise(layer)
     layer.eval()
     layer_input = torch.randn(3, 32, 12, 12)
-    model = authors_resnet(authors, kernel_num=4)
+    model = authors_model(authors, "resnet18", 4, width=0.25, stem="cifar", num_classes=10)
     randomise(model)
     model.eval()
     model_input = torch.randn(2, 3, 16, 16)
