@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fmdconv.layers.helpers import batch_norm
+
 ATTENTION_INITS = ("zero", "authors")
 
 
@@ -81,13 +83,7 @@ class GateTrunk(nn.Module):
         parameters keep one ``Linear`` per head); :meth:`split` cuts the result per head.
         """
         hidden = self.fc(pooled)
-        if self.training and hidden.shape[0] == 1:
-            bn = self.bn
-            hidden = F.batch_norm(
-                hidden, bn.running_mean, bn.running_var, bn.weight, bn.bias, training=False, eps=bn.eps
-            )
-        else:
-            hidden = self.bn(hidden)
+        hidden = batch_norm(self.bn, hidden)
         # threshold(h, 0, 0) is ReLU whose backward reads its input: no saved copy of the output.
         hidden = F.threshold(hidden, 0.0, 0.0)
         heads = [self.heads[name] for name in (self.heads if names is None else names)]

@@ -46,6 +46,7 @@ from fmdconv.layers.attention import check_attention_init
 from fmdconv.layers.helpers import (
     IntPair,
     PaddingArg,
+    batch_norm,
     check_int,
     set_conv_arguments,
 )
@@ -69,16 +70,6 @@ def check_input_dtype(owner: str, x: Tensor, expected: torch.dtype) -> None:
         f"{owner}: expected a {expected} input (the dtype of the layer's parameters), got {x.dtype}; "
         f"convert the input (x.to({expected})) or the layer"
     )
-
-
-def _normalise(norm: nn.BatchNorm2d, latent: Tensor) -> Tensor:
-    """``norm(latent)``, but with the running statistics (left unchanged) where a training batch holds
-    one value per channel, whose batch statistics are undefined."""
-    if norm.training and latent.shape[0] * latent.shape[2] * latent.shape[3] == 1:
-        return F.batch_norm(
-            latent, norm.running_mean, norm.running_var, norm.weight, norm.bias, training=False, eps=norm.eps
-        )
-    return norm(latent)
 
 
 class DCDAttention(nn.Module):
@@ -281,9 +272,9 @@ class DCDConv2d(nn.Module):
         conv_input, centre, padding = self._padded_and_centre(x)
         static = F.conv2d(conv_input, self.weight, self.bias, self.stride, padding, self.dilation)
         latent = F.conv2d(centre, self.latent_in[:, :, None, None], None, self.stride)
-        latent = _normalise(self.latent_norm, latent)
+        latent = batch_norm(self.latent_norm, latent)
         mixed = torch.matmul(attentions["phi"], latent.flatten(2)).view_as(latent)
-        latent = _normalise(self.mix_norm, mixed) + latent
+        latent = batch_norm(self.mix_norm, mixed) + latent
         dynamic = F.conv2d(latent, self.latent_out[:, :, None, None])
         y = attentions["scale"][:, :, None, None] * static + dynamic
         return y[0] if unbatched else y

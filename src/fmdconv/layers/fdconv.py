@@ -49,6 +49,7 @@ from fmdconv.layers.formulations import convolve_each_sample, is_exporting
 from fmdconv.layers.helpers import (
     IntPair,
     PaddingArg,
+    batch_norm,
     check_int,
     set_conv_arguments,
 )
@@ -174,13 +175,7 @@ class FDGlobalModulation(nn.Module):
 
     def forward(self, pooled: Tensor) -> dict[str, Tensor]:
         hidden = self.fc(pooled)
-        if self.training and hidden.shape[0] == 1:
-            bn = self.bn
-            hidden = F.batch_norm(
-                hidden, bn.running_mean, bn.running_var, bn.weight, bn.bias, training=False, eps=bn.eps
-            )
-        else:
-            hidden = self.bn(hidden)
+        hidden = batch_norm(self.bn, hidden)
         hidden = self.act(hidden)
         return {name: head(hidden) for name, head in self.heads.items()}
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TypeAlias
 
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from fmdconv.layers.conv_primitives import ConvGeometry
 
@@ -104,3 +105,13 @@ def set_conv_arguments(
         layer.kernel_size, layer.stride, layer.dilation, groups, padding_mode, explicit_padding
     )
     return explicit_padding, geometry
+
+
+def batch_norm(norm: nn.modules.batchnorm._BatchNorm, x: Tensor) -> Tensor:
+    """``norm(x)``, but with the running statistics (left unchanged) where a training batch holds one
+    value per channel, whose batch statistics are undefined (an attention path at batch 1)."""
+    if norm.training and x.numel() == x.shape[1]:
+        return F.batch_norm(
+            x, norm.running_mean, norm.running_var, norm.weight, norm.bias, training=False, eps=norm.eps
+        )
+    return norm(x)

@@ -48,6 +48,7 @@ from fmdconv.layers.formulations import (
 from fmdconv.layers.helpers import (
     IntPair,
     PaddingArg,
+    batch_norm,
     check_int,
     is_number,
     set_conv_arguments,
@@ -234,13 +235,7 @@ class KWAttention(nn.Module):
 
     def forward(self, pooled: Tensor) -> Tensor:
         hidden = self.fc1(pooled)
-        bn = self.norm1
-        if self.training and hidden.shape[0] == 1:
-            hidden = F.batch_norm(
-                hidden, bn.running_mean, bn.running_var, bn.weight, bn.bias, training=False, eps=bn.eps
-            )
-        else:
-            hidden = bn(hidden)
+        hidden = batch_norm(self.norm1, hidden)
         logits = self.fc2(F.relu(hidden))
         if self.num_basis is None:
             logits = logits.view(-1, self.mixtures, self.num_cells + 1)
