@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fmdconv import DCDConv2d, DynamicLinear, create_conv2d
+from fmdconv.layers.dcd import dcd_mobilenet_v2_latent
 from fmdconv.models import create_model
-from fmdconv.models.conv_factory import dcd_mobilenet_v2_latent
 from fmdconv.profiling import profile
 from onnx_check import assert_onnx_matches_at_other_batch_sizes
 

@@ -1,6 +1,7 @@
 """Dynamic convolution layers: one core (:class:`DynamicConv2d`) and the four methods as presets,
 DCD (:class:`DCDConv2d`), FDConv (:class:`FDConv2d`) and KernelWarehouse (:class:`KWConv2d`)
-beside it, and the feature attentions they are compared with (SE, CBAM, ECA)."""
+beside it, and the feature attentions they are compared with (SE, CBAM, ECA); one record per method
+(:class:`MethodInfo`, :func:`method_info`) says what the rest of the library needs to know of it."""
 
 from fmdconv.layers.attention import ATTENTION_INITS, SharedRouting
 from fmdconv.layers.dcd import DCD_ATTENTION_NAMES, DCDAttention, DCDConv2d
@@ -14,7 +15,7 @@ from fmdconv.layers.dynamic_conv import (
     set_formulation,
 )
 from fmdconv.layers.dynamic_linear import DynamicLinear
-from fmdconv.layers.factory import CONV_KINDS, KERNEL_MIXTURES, conv_type, create_conv2d
+from fmdconv.layers.factory import conv_type, create_conv2d
 from fmdconv.layers.fdconv import FD_FORMULATIONS, FD_PARTS, FDConv2d
 from fmdconv.layers.feature_attention import (
     CBAM,
@@ -26,6 +27,20 @@ from fmdconv.layers.feature_attention import (
 from fmdconv.layers.formulations import FORMULATIONS, clear_benchmark_cache, set_benchmark
 from fmdconv.layers.kernelwarehouse import KW_ATTENTION_NAMES, KWAttention, KWConv2d, Warehouse, kw_layers
 from fmdconv.layers.methods import CondConv2d, DyConv2d, FMDConv2d, ODConv2d
+from fmdconv.layers.registry import (
+    CONV_KINDS,
+    KERNEL_MIXTURES,
+    ROLES,
+    ConvSite,
+    Layout,
+    MethodInfo,
+    conv_info,
+    conv_names,
+    method_info,
+    method_names,
+    register_method,
+    unregister_method,
+)
 from fmdconv.layers.temperature import (
     ConstantTemperature,
     LinearTemperature,
@@ -50,8 +65,10 @@ __all__ = [
     "FORMULATIONS",
     "KERNEL_MIXTURES",
     "KW_ATTENTION_NAMES",
+    "ROLES",
     "CondConv2d",
     "ConstantTemperature",
+    "ConvSite",
     "DCDAttention",
     "DCDConv2d",
     "DyConv2d",
@@ -62,7 +79,9 @@ __all__ = [
     "FMDConv2d",
     "KWAttention",
     "KWConv2d",
+    "Layout",
     "LinearTemperature",
+    "MethodInfo",
     "ODConv2d",
     "SharedRouting",
     "SqueezeExcitation",
@@ -70,6 +89,8 @@ __all__ = [
     "TemperatureScheduler",
     "Warehouse",
     "clear_benchmark_cache",
+    "conv_info",
+    "conv_names",
     "conv_type",
     "create_conv2d",
     "create_feature_attention",
@@ -77,10 +98,14 @@ __all__ = [
     "dynamic_layers",
     "kw_layers",
     "kw_schedule",
+    "method_info",
+    "method_names",
     "paper_schedules",
+    "register_method",
     "restore_disabled_attentions",
     "set_attentions",
     "set_benchmark",
     "set_formulation",
     "set_temperature",
+    "unregister_method",
 ]

@@ -48,6 +48,7 @@ from fmdconv.layers.helpers import (
     PaddingArg,
     batch_norm,
     check_int,
+    kernel_elements,
     set_conv_arguments,
 )
 
@@ -296,3 +297,71 @@ class DCDConv2d(nn.Module):
         if self.attention_init != "zero":
             text += f", attention_init={self.attention_init!r}"
         return text
+
+
+# DCD in the backbones, as the DCD code lays it out (docs/models.md, "DCD"). Its classifier
+# (``DYCls`` in the DCD code): latent 32, attention width 32, with a bias.
+DCD_CLASSIFIER_OPTIONS: dict[str, int] = {"latent_dim": 32, "squeeze_channels": 32}
+# ResNet-18/34's DCD convolutions pool the input to 2x2 for their attention (``conv_basic_dy``).
+DCD_POOL_SIZE: dict[str, int] = {"resnet18": 2, "resnet34": 2}
+
+
+def dcd_mobilenet_v2_latent(in_channels: int, out_channels: int) -> tuple[int, int]:
+    """(latent L, pool size) of a DCD 1x1 convolution of MobileNetV2, as the DCD code's ``DYModule``.
+
+    Expansions (``in < out``) pool to 2x2 and start from a reduction of 8, projections pool to 1x1
+    and start from 2; ``L = min(in * pool**2, out) // reduction``, the reduction doubling while
+    ``L**2 > 2 * in * pool**2``; L is at least 4.
+    """
+    pool, reduction = (2, 8) if in_channels < out_channels else (1, 2)
+    pooled = in_channels * pool * pool
+    latent = min(pooled, out_channels) // reduction
+    while latent * latent > 2 * pooled:
+        reduction *= 2
+        latent = min(pooled, out_channels) // reduction
+    return max(latent, 4), pool
+
+
+def dcd_layer_options(model: str | None, in_channels: int, out_channels: int) -> dict[str, int]:
+    """The DCD code's per-layer options for a convolution of ``model``: latent size and pooling."""
+    if model == "mobilenet_v2":
+        latent, pool = dcd_mobilenet_v2_latent(in_channels, out_channels)
+        return {"latent_dim": latent, "pool_size": pool}
+    return {"pool_size": DCD_POOL_SIZE.get(model or "", 1)}
+
+
+def dcd_mobilenet_v2_fc_squeeze(width: float) -> int:
+    """DCD's default ``fc_squeeze`` for MobileNetV2 at ``width``: 16 from 0.75 up, else 8.
+
+    The ODConv paper's DCD rows (5.72M at 1.0x, 4.08M at 0.75x, 3.06M at 0.5x) are the DCD code's
+    counts with fc_squeeze 16, 16 and 8 (docs/design.md, section 10; tested in ``tests/test_dcd.py``).
+    """
+    return 16 if width >= 0.75 else 8
+
+
+def dcd_backbone_options(model: str, width: float) -> dict[str, int]:
+    """Options every DCD layer of backbone ``model`` at ``width`` gets unless the user sets them."""
+    return {"fc_squeeze": dcd_mobilenet_v2_fc_squeeze(width)} if model == "mobilenet_v2" else {}
+
+
+def init_dcd_classifier(layer: DCDConv2d) -> None:
+    """Start a 1x1 DCD classifier's projections as the DCD code's linear layers do: N(0, 0.01), P at
+    zero with ``attention_init="zero"`` (Kaiming-normal P alone gives logits of std ~4)."""
+    nn.init.normal_(layer.latent_in, 0.0, 0.01)
+    if layer.attention_init == "authors":
+        nn.init.normal_(layer.latent_out, 0.0, 0.01)
+
+
+def dcd_macs(layer: DCDConv2d, input_shape: tuple[int, ...], output_shape: tuple[int, ...]) -> dict[str, int]:
+    """MACs per image (``fmdconv.profiling`` convention): ``conv`` the static convolution plus the
+    latent path (Qᵀ, Φ, P) at the output positions, ``attention`` the pooling and the attention FCs,
+    ``scaling`` Λ applied to the static output."""
+    positions = math.prod(output_shape[-2:])
+    latent = layer.latent_dim
+    static = positions * kernel_elements(layer)
+    fcs = sum(m.weight.numel() for m in layer.attention.modules() if isinstance(m, nn.Linear))
+    return {
+        "conv": static + positions * latent * (layer.in_channels + latent + layer.out_channels),
+        "attention": math.prod(input_shape) + fcs,
+        "scaling": math.prod(output_shape),
+    }

@@ -1,43 +1,23 @@
-"""Build any convolution of the family by name."""
+"""Build any convolution of the family by name: :func:`create_conv2d`."""
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from torch import nn
 
-from fmdconv.layers.dcd import DCDConv2d
-from fmdconv.layers.dynamic_conv import DynamicConv2d
-from fmdconv.layers.fdconv import FDConv2d
-from fmdconv.layers.kernelwarehouse import KWConv2d
-from fmdconv.layers.methods import CondConv2d, DyConv2d, FMDConv2d, ODConv2d
-
-CONV_TYPES: dict[str, type[nn.Module]] = {
-    "static": nn.Conv2d,
-    "cond": CondConv2d,
-    "dy": DyConv2d,
-    "od": ODConv2d,
-    "fmd": FMDConv2d,
-    "dcd": DCDConv2d,
-    "fd": FDConv2d,
-    "kw": KWConv2d,
-}
-CONV_KINDS: tuple[str, ...] = tuple(CONV_TYPES)
-# The kinds that mix n kernels (DynamicConv2d): every dynamic kind but DCD, FDConv and KernelWarehouse.
-KERNEL_MIXTURES: tuple[str, ...] = tuple(k for k, cls in CONV_TYPES.items() if issubclass(cls, DynamicConv2d))
+from fmdconv.layers.helpers import renamed_keyword
+from fmdconv.layers.registry import conv_info
 
 
-def conv_type(kind: str) -> type[nn.Module]:
-    """The class for ``kind``; a ValueError lists the accepted kinds."""
-    try:
-        return CONV_TYPES[kind]
-    except KeyError:
-        raise ValueError(f"unknown conv kind {kind!r}; accepted: {', '.join(CONV_KINDS)}") from None
+def conv_type(conv: str) -> type[nn.Module]:
+    """The layer class of convolution ``conv``; a ValueError lists the accepted kinds."""
+    return conv_info(conv).layer
 
 
+@renamed_keyword("kind", "conv")
 def create_conv2d(
-    kind: str,
+    conv: str,
     in_channels: int,
     out_channels: int,
     kernel_size: int | tuple[int, int],
@@ -51,44 +31,29 @@ def create_conv2d(
     dtype: Any = None,
     **options: Any,
 ) -> nn.Module:
-    """Build a convolution of ``kind`` (``static``, ``cond``, ``dy``, ``od``, ``fmd``, ``dcd``, ``fd``,
-    ``kw``).
+    """Build a convolution of kind ``conv`` (``static``, ``cond``, ``dy``, ``od``, ``fmd``, ``dcd``,
+    ``fd``, ``kw``; :func:`~fmdconv.layers.conv_names`). ``kind=`` is the deprecated name of ``conv``.
 
     The arguments are nn.Conv2d's; ``bias=None`` takes the method's default (True for ``static``).
     ``options`` are the dynamic layers' keyword options (``kernel_num``, ``reduction``, ...; DCD's
     ``latent_dim``, ``pool_size``, ``fc_squeeze``, ``squeeze_channels``; FDConv's, see
     :class:`~fmdconv.layers.FDConv2d`; KernelWarehouse's ``cell_num_ratio``, ``cell_in_ratio``,
     ``cell_out_ratio``, ``reduction``, ``warehouse``, ..., see :class:`~fmdconv.layers.KWConv2d`); a
-    static convolution takes none.
+    static convolution takes none. ``method_info(conv).layer_options`` lists a kind's options.
     """
-    cls = conv_type(kind)
+    info = conv_info(conv)
     args = (in_channels, out_channels, kernel_size, stride, padding, dilation, groups)
     common = {"padding_mode": padding_mode, "device": device, "dtype": dtype}
-    if cls is nn.Conv2d:
+    if not info.dynamic:
         if options:
             raise ValueError(f"a static convolution takes no dynamic options, got {sorted(options)}")
-        return cls(*args, bias=True if bias is None else bias, **common)
-    if cls in (DCDConv2d, KWConv2d) and "kernel_num" in options:
-        raise ValueError(f"a {kind} convolution mixes no kernels: kernel_num does not apply to it")
-    accepted = method_options(cls)
-    unknown = sorted(set(options) - set(accepted))
+        return nn.Conv2d(*args, bias=True if bias is None else bias, **common)
+    if "kernel_num" in options and not info.takes("kernel_num"):
+        raise ValueError(f"a {conv} convolution mixes no kernels: kernel_num does not apply to it")
+    unknown = sorted(set(options) - set(info.layer_options))
     if unknown:
         raise ValueError(
-            f"a {kind} convolution ({cls.__name__}) has no option {', '.join(unknown)}; "
-            f"its options: {', '.join(accepted)}"
+            f"a {conv} convolution ({info.layer.__name__}) has no option {', '.join(unknown)}; "
+            f"its options: {', '.join(info.layer_options)}"
         )
-    return cls(*args, bias=bias, **common, **options)
-
-
-_CONV2D_ARGUMENTS = frozenset(inspect.signature(nn.Conv2d).parameters)
-
-
-def method_options(cls: type[nn.Module]) -> tuple[str, ...]:
-    """The keyword options ``cls`` takes beyond nn.Conv2d's arguments, in its signature's order."""
-    parameters = inspect.signature(cls).parameters.values()
-    return tuple(
-        p.name
-        for p in parameters
-        if p.name not in _CONV2D_ARGUMENTS
-        and p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    )
+    return info.layer(*args, bias=bias, **common, **options)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TypeAlias
+import functools
+import warnings
+from collections.abc import Callable
+from typing import Any, TypeAlias, TypeVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -14,6 +17,30 @@ PaddingArg: TypeAlias = int | tuple[int, int] | str
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 PADDING_STRINGS = ("same", "valid")
+
+Function = TypeVar("Function", bound=Callable[..., Any])
+
+
+def renamed_keyword(old: str, new: str) -> Callable[[Function], Function]:
+    """Let ``function`` still take keyword ``old`` for ``new``, with a DeprecationWarning."""
+
+    def decorate(function: Function) -> Function:
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if old in kwargs:
+                if new in kwargs:
+                    raise TypeError(f"{function.__qualname__}: pass {new}= only ({old}= is its old name)")
+                warnings.warn(
+                    f"{function.__qualname__}: the keyword {old}= is deprecated, use {new}=",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+                kwargs[new] = kwargs.pop(old)
+            return function(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 def is_int_at_least(value: object, minimum: int) -> bool:
@@ -115,3 +142,9 @@ def batch_norm(norm: nn.modules.batchnorm._BatchNorm, x: Tensor) -> Tensor:
             x, norm.running_mean, norm.running_var, norm.weight, norm.bias, training=False, eps=norm.eps
         )
     return norm(x)
+
+
+def kernel_elements(layer: nn.Module) -> int:
+    """Elements of one kernel of a convolution-like ``layer``, ``C_out * C_in / groups * kh * kw``."""
+    kh, kw = layer.kernel_size
+    return layer.out_channels * (layer.in_channels // layer.groups) * kh * kw

@@ -51,6 +51,7 @@ from fmdconv.layers.helpers import (
     batch_norm,
     check_int,
     is_number,
+    kernel_elements,
     set_conv_arguments,
 )
 
@@ -510,3 +511,20 @@ class KWConv2d(nn.Module):
 def kw_layers(model: nn.Module) -> list[KWConv2d]:
     """The KernelWarehouse convolutions of ``model``."""
     return [m for m in model.modules() if isinstance(m, KWConv2d)]
+
+
+def kw_macs(layer: KWConv2d, input_shape: tuple[int, ...], output_shape: tuple[int, ...]) -> dict[str, int]:
+    """MACs per image (the ``fmdconv.profiling`` convention): ``conv`` the static count;
+    ``attention`` the pooling plus FC1 and FC2 and, with the nonlocal basis, FC3 once per mixture;
+    ``aggregation`` building the kernel from the warehouse, ``n * K``. The warehouse's parameters
+    are the model's (``model.warehouses``), counted in no layer."""
+    attention = layer.attention
+    fcs = attention.fc1.weight.numel() + attention.fc2.weight.numel()
+    if attention.num_basis is not None:
+        fcs += layer.mixtures * attention.fc3.weight.numel()
+    kernel = kernel_elements(layer)
+    return {
+        "conv": math.prod(output_shape[-2:]) * kernel,
+        "attention": math.prod(input_shape) + fcs,
+        "aggregation": layer.cells.shape[0] * kernel,
+    }

@@ -5,7 +5,7 @@ from fmdconv.models.conv_factory import REPLACED_ROLES, ROLES, ConvFactory
 from fmdconv.models.convert import convert
 from fmdconv.models.features import FeatureBackbone, FeatureInfo
 from fmdconv.models.mobilenetv2 import MobileNetV2
-from fmdconv.models.registry import METHODS, create_model, list_models, method_options
+from fmdconv.models.registry import METHODS, accepted_options, create_model, list_models, method_options
 from fmdconv.models.resnet import ResNet
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "FeatureInfo",
     "MobileNetV2",
     "ResNet",
+    "accepted_options",
     "convert",
     "create_model",
     "list_models",

@@ -17,10 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from fmdconv.layers import KERNEL_MIXTURES, DynamicConv2d, create_conv2d
+from fmdconv.layers import ConvSite, DynamicConv2d, create_conv2d, method_info, method_names
 from fmdconv.layers.attention import KernelMLP, KernelRouting
-from fmdconv.layers.fdconv import FDConv2d
-from fmdconv.models.conv_factory import fd_replaces
 
 
 def _matches(name: str, patterns: Sequence[str] | None) -> bool:
@@ -91,38 +89,6 @@ def _dynamic_copy(
     return layer
 
 
-def _fd_copy(conv: nn.Conv2d, kernel_num: int, preserve_output: bool, options: dict[str, Any]) -> FDConv2d:
-    """An FDConv2d whose spectrum is the static weight's, as the FDConv authors' conversion tool
-    stores it; with ``preserve_output`` its heads start at zero (every gate 1, the kernel attention
-    1/K, every band scale 1), so it computes the static convolution."""
-    if preserve_output and options.get("attention_init", "zero") != "zero":
-        raise ValueError(
-            "preserve_output=True needs attention_init='zero' for conv='fd' (the heads start at 0)"
-        )
-    layer = FDConv2d(
-        conv.in_channels,
-        conv.out_channels,
-        conv.kernel_size,
-        conv.stride,
-        conv.padding,
-        conv.dilation,
-        conv.groups,
-        bias=conv.bias is not None,
-        padding_mode=conv.padding_mode,
-        device=conv.weight.device,
-        dtype=conv.weight.dtype,
-        kernel_num=kernel_num,
-        **({"attention_init": "authors"} if not preserve_output and "attention_init" not in options else {}),
-        **options,
-    )
-    layer.load_static_weight(conv.weight)
-    if conv.bias is not None:
-        with torch.no_grad():
-            layer.bias.copy_(conv.bias)
-    layer.train(conv.training)
-    return layer
-
-
 def convert(
     model: nn.Module,
     conv: str = "fmd",
@@ -138,8 +104,9 @@ def convert(
     Args:
         model: any module; its ``nn.Conv2d`` layers (exactly that class: subclasses may compute
             something else and are left alone) are candidates.
-        conv: ``cond``, ``dy``, ``od``, ``fmd`` or ``fd``. FDConv (Chen et al., CVPR 2025) converts
-            only the convolutions its rule takes (:func:`~fmdconv.models.conv_factory.fd_replaces`:
+        conv: ``cond``, ``dy``, ``od``, ``fmd`` or ``fd`` (the methods whose record is
+            ``convertible``). A method converts only the convolutions its record's rule takes:
+            FDConv (Chen et al., CVPR 2025) those of :func:`~fmdconv.layers.fdconv.fd_replaces` (
             ``min(C_in, C_out) > 16``, 1x1 or 3x3, no groups), storing each weight as its spectrum
             as the authors' ``tools/convert_to_fdconv.py`` does; their tool converts a ResNet's
             ``conv1/2/3`` only, so pass ``exclude=["*downsample*"]`` to get
@@ -172,9 +139,10 @@ def convert(
         ValueError: ``conv`` not a dynamic kind, ``model`` itself a convolution (convert its parent,
             or build one with :func:`~fmdconv.layers.create_conv2d`), bad patterns or options.
     """
-    if conv not in (*KERNEL_MIXTURES, "fd"):
-        accepted = ", ".join((*KERNEL_MIXTURES, "fd"))
-        raise ValueError(f"conv must be a dynamic kind; accepted: {accepted}; got {conv!r}")
+    convertible = [name for name in method_names() if method_info(name).convertible]
+    if conv not in convertible:
+        raise ValueError(f"conv must be a dynamic kind; accepted: {', '.join(convertible)}; got {conv!r}")
+    info = method_info(conv)
     if type(model) is nn.Conv2d:
         raise ValueError("model is itself an nn.Conv2d: convert the module that contains it")
     _check_patterns("include", include)
@@ -184,12 +152,13 @@ def convert(
     for name, module in convs:
         if name == stem or (include is not None and not _matches(name, include)) or _matches(name, exclude):
             continue
-        parent, _, child = name.rpartition(".")
-        if conv == "fd":
-            if not fd_replaces(module.in_channels, module.out_channels, module.kernel_size, module.groups):
-                continue
-            layer = _fd_copy(module, kernel_num, preserve_output, options)
+        site = ConvSite(None, module.in_channels, module.out_channels, module.kernel_size, module.groups)
+        if not info.replaces_site(site):
+            continue
+        if info.from_static is not None:
+            layer = info.from_static(module, kernel_num, preserve_output, options)
         else:
             layer = _dynamic_copy(module, conv, kernel_num, preserve_output, options)
+        parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent), child, layer)
     return model

@@ -243,3 +243,26 @@ def share_warehouses(model: nn.Module, name: str, settings: KWSettings) -> nn.Mo
     model.warehouses = nn.ModuleList(warehouses.values())
     model.warehouse_names = tuple(warehouses)
     return model
+
+
+class KernelWarehouseAssembly:
+    """Builds KernelWarehouse backbones for :func:`~fmdconv.models.create_model` (the ``assembly``
+    of its record): placeholders first, then :func:`share_warehouses` once the backbone is known."""
+
+    options: tuple[str, ...] = ("kw_ratio", *KW_SETTING_OPTIONS)
+
+    @staticmethod
+    def settings(model: str, options: dict[str, object]) -> KWSettings:
+        """The settings of backbone ``model``, taken out of ``options`` (``kw_ratio`` and
+        :data:`KW_SETTING_OPTIONS`)."""
+        given = {key: options.pop(key) for key in KW_SETTING_OPTIONS if key in options}
+        return kw_settings(model, options.pop("kw_ratio", 1), **given)  # type: ignore[arg-type]
+
+    placeholder = KWSlot
+
+    @staticmethod
+    def assemble(model: nn.Module, name: str, settings: KWSettings) -> None:
+        share_warehouses(model, name, settings)
+
+
+ASSEMBLY = KernelWarehouseAssembly()

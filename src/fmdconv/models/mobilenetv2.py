@@ -16,6 +16,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from fmdconv.layers import DynamicConv2d
+from fmdconv.layers.helpers import renamed_keyword
 from fmdconv.models.conv_factory import ConvFactory, Role
 from fmdconv.models.features import FeatureBackbone, FeatureInfo
 
@@ -49,7 +50,7 @@ class ConvBNReLU6(nn.Sequential):
 
     def __init__(
         self,
-        conv: ConvFactory,
+        factory: ConvFactory,
         role: Role,
         in_channels: int,
         out_channels: int,
@@ -59,7 +60,7 @@ class ConvBNReLU6(nn.Sequential):
         routed: bool = False,
     ) -> None:
         super().__init__(
-            conv(role, in_channels, out_channels, kernel_size, stride, groups, routed),
+            factory(role, in_channels, out_channels, kernel_size, stride, groups, routed),
             nn.BatchNorm2d(out_channels),
             nn.ReLU6(inplace=True),
         )
@@ -89,20 +90,20 @@ class InvertedResidual(nn.Module):
         out_channels: int,
         stride: int,
         expand_ratio: int,
-        conv: ConvFactory,
+        factory: ConvFactory,
         role: Role = "block",
     ) -> None:
         super().__init__()
         hidden = round(in_channels * expand_ratio)
         self.use_residual = stride == 1 and in_channels == out_channels
-        self.routing = conv.block_routing(role, in_channels)
+        self.routing = factory.block_routing(role, in_channels)
         routed = self.routing is not None
         layers: list[nn.Module] = []
         if expand_ratio != 1:
-            layers.append(ConvBNReLU6(conv, role, in_channels, hidden, kernel_size=1, routed=routed))
+            layers.append(ConvBNReLU6(factory, role, in_channels, hidden, kernel_size=1, routed=routed))
         layers += [
-            ConvBNReLU6(conv, role, hidden, hidden, stride=stride, groups=hidden, routed=routed),
-            conv(role, hidden, out_channels, 1, routed=routed, expanded=expand_ratio != 1),
+            ConvBNReLU6(factory, role, hidden, hidden, stride=stride, groups=hidden, routed=routed),
+            factory(role, hidden, out_channels, 1, routed=routed, expanded=expand_ratio != 1),
             nn.BatchNorm2d(out_channels),
         ]
         self.conv = nn.Sequential(*layers)
@@ -117,10 +118,10 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(FeatureBackbone):
-    """MobileNetV2; ``conv`` decides which convolutions are dynamic.
+    """MobileNetV2; ``factory`` decides which convolutions are dynamic.
 
     Args:
-        conv: the factory that builds every convolution.
+        factory: the factory that builds every convolution.
         num_classes: size of the classifier output.
         width: width multiplier (1.0, 0.75, 0.5 in the papers); channels are rounded to multiples of 8
             and the last convolution keeps 1280 channels for widths below 1.
@@ -131,9 +132,10 @@ class MobileNetV2(FeatureBackbone):
 
     head_names = ("classifier",)
 
+    @renamed_keyword("conv", "factory")
     def __init__(
         self,
-        conv: ConvFactory,
+        factory: ConvFactory,
         num_classes: int = 1000,
         width: float = 1.0,
         in_chans: int = 3,
@@ -148,7 +150,7 @@ class MobileNetV2(FeatureBackbone):
         channels = make_divisible(STEM_CHANNELS * width)
         self.num_features = make_divisible(LAST_CHANNELS * max(1.0, width))
         reduction = 2 if stem == "imagenet" else 1
-        features: list[nn.Module] = [ConvBNReLU6(conv, "stem", in_chans, channels, stride=reduction)]
+        features: list[nn.Module] = [ConvBNReLU6(factory, "stem", in_chans, channels, stride=reduction)]
         self.feature_info = []
         # features.0 is the stem, so block k is features.k; the final LATE_BLOCKS of them are "late".
         first_late_block = sum(setting[2] for setting in INVERTED_RESIDUAL_SETTING) - LATE_BLOCKS + 1
@@ -161,17 +163,17 @@ class MobileNetV2(FeatureBackbone):
             for index in range(repeats):
                 stride = first_stride if index == 0 else 1
                 role: Role = "late_block" if len(features) >= first_late_block else "block"
-                features.append(InvertedResidual(channels, out_channels, stride, expand_ratio, conv, role))
+                features.append(InvertedResidual(channels, out_channels, stride, expand_ratio, factory, role))
                 channels = out_channels
-        features.append(ConvBNReLU6(conv, "head", channels, self.num_features, kernel_size=1))
+        features.append(ConvBNReLU6(factory, "head", channels, self.num_features, kernel_size=1))
         self.feature_info.append(FeatureInfo(f"features.{len(features) - 1}", self.num_features, reduction))
         self.features = nn.Sequential(*features)
         # With shared routing, the dynamic classifier takes the last block's routing weights.
         last_block = features[-2]
         self._classifier_routed = (
-            conv.shared_routing and conv.is_dynamic("classifier") and last_block.routing is not None
+            factory.shared_routing and factory.is_dynamic("classifier") and last_block.routing is not None
         )
-        classifier = conv.linear(self.num_features, num_classes, routed=self._classifier_routed)
+        classifier = factory.linear(self.num_features, num_classes, routed=self._classifier_routed)
         self.classifier = nn.Sequential(nn.Dropout(dropout), classifier)
         self._feature_positions = [int(info.module.split(".")[1]) for info in self.feature_info]
         self._init_weights()

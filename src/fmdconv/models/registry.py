@@ -5,18 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from fmdconv.layers import CONV_KINDS
-from fmdconv.layers.feature_attention import FEATURE_ATTENTIONS
-from fmdconv.models.conv_factory import ConvFactory
+from fmdconv.layers import FEATURE_ATTENTIONS, MethodInfo, conv_info, conv_names, method_info
+
+# A "method" of the papers' tables: a convolution kind, or a feature attention on the static backbone
+# (the built-in ones; fmdconv.layers.method_names() also lists methods registered later).
+from fmdconv.layers.registry import METHODS as METHODS
+from fmdconv.models.conv_factory import ConvFactory, backbone_assembly
 from fmdconv.models.features import FeatureBackbone
-from fmdconv.models.kernelwarehouse import KW_SETTING_OPTIONS, kw_settings, share_warehouses
 from fmdconv.models.mobilenetv2 import MobileNetV2
 from fmdconv.models.resnet import STAGE_WIDTHS, BasicBlock, Bottleneck, ResNet
 
 
 def _resnet(block: type[BasicBlock | Bottleneck], depths: tuple[int, int, int, int]) -> Callable[..., ResNet]:
     def build(
-        conv: ConvFactory,
+        factory: ConvFactory,
         num_classes: int,
         stem: str,
         width: float,
@@ -29,14 +31,14 @@ def _resnet(block: type[BasicBlock | Bottleneck], depths: tuple[int, int, int, i
         # Narrow ResNets (e.g. width=0.25 for quick CPU runs) scale the four stage widths alike.
         widths = tuple(max(1, round(w * width)) for w in STAGE_WIDTHS)
         return ResNet(
-            block, depths, conv, num_classes, stem, in_chans, widths, dropout=dropout, attention=attention
+            block, depths, factory, num_classes, stem, in_chans, widths, dropout=dropout, attention=attention
         )
 
     return build
 
 
 def _mobilenet_v2(
-    conv: ConvFactory,
+    factory: ConvFactory,
     num_classes: int,
     stem: str,
     width: float,
@@ -49,7 +51,7 @@ def _mobilenet_v2(
             f"attention={attention!r}: the feature attentions (SE, CBAM, ECA) are offered on the ResNets, "
             "where the papers place them; mobilenet_v2 takes attention=None"
         )
-    return MobileNetV2(conv, num_classes, width, in_chans, dropout, stem)
+    return MobileNetV2(factory, num_classes, width, in_chans, dropout, stem)
 
 
 MODELS: dict[str, Callable[..., FeatureBackbone]] = {
@@ -61,26 +63,48 @@ MODELS: dict[str, Callable[..., FeatureBackbone]] = {
 }
 
 
-# A "method" of the papers' tables: a convolution kind, or a feature attention on the static backbone.
-METHODS: tuple[str, ...] = (*CONV_KINDS, *FEATURE_ATTENTIONS)
-
-
 def method_options(method: str) -> dict[str, str | None]:
     """The :func:`create_model` arguments ``conv`` and ``attention`` of a method of :data:`METHODS`."""
-    if method in FEATURE_ATTENTIONS:
-        return {"conv": "static", "attention": method}
-    if method in CONV_KINDS:
-        return {"conv": method, "attention": None}
-    raise ValueError(f"unknown method {method!r}; accepted: {', '.join(METHODS)}")
+    info = method_info(method)
+    return {"conv": info.conv, "attention": info.attention}
 
 
-def dcd_mobilenet_v2_fc_squeeze(width: float) -> int:
-    """DCD's default ``fc_squeeze`` for MobileNetV2 at ``width``: 16 from 0.75 up, else 8.
+# create_model options of every dynamic method besides its layer's (or its builder's) options.
+_BACKBONE_OPTIONS = ("replaced_roles", "shared_routing")
 
-    The ODConv paper's DCD rows (5.72M at 1.0x, 4.08M at 0.75x, 3.06M at 0.5x) are the DCD code's
-    counts with fc_squeeze 16, 16 and 8 (docs/design.md, section 10; tested in ``tests/test_dcd.py``).
-    """
-    return 16 if width >= 0.75 else 8
+
+def accepted_options(info: MethodInfo) -> tuple[str, ...]:
+    """The ``**conv_options`` :func:`create_model` takes for convolution method ``info``: its layer's
+    options (but ``kernel_num``, an argument of its own) and ``bias``, or for a method with a backbone
+    builder that builder's options; then ``replaced_roles`` and ``shared_routing``. None for
+    ``static``."""
+    if not info.dynamic:
+        return ()
+    assembly = backbone_assembly(info)
+    if assembly is not None:
+        return (*assembly.options, *_BACKBONE_OPTIONS)
+    return (*(o for o in info.layer_options if o != "kernel_num"), *_BACKBONE_OPTIONS, "bias")
+
+
+def check_conv_options(conv: str, conv_options: dict[str, Any], attention: str | None = None) -> None:
+    """A ValueError naming the method and the options it accepts, for an option ``conv`` has no use for."""
+    info = conv_info(conv)
+    accepted = accepted_options(info)
+    unknown = sorted(set(conv_options) - set(accepted))
+    if not unknown:
+        return
+    if not info.dynamic:
+        on = f" (attention={attention!r} is a feature attention on it, with no options)" if attention else ""
+        raise ValueError(f"conv={conv!r} takes no dynamic options, got {unknown}{on}")
+    owners = [name for name in conv_names() if set(unknown) <= set(accepted_options(conv_info(name)))]
+    if owners:
+        raise ValueError(
+            f"{', '.join(unknown)} apply to {' or '.join(f'conv={o!r}' for o in owners)} only, got "
+            f"conv={conv!r}; {info.label}'s options: {', '.join(accepted)}"
+        )
+    raise ValueError(
+        f"conv={conv!r} ({info.label}) has no option {', '.join(unknown)}; its options: {', '.join(accepted)}"
+    )
 
 
 def list_models() -> list[str]:
@@ -115,13 +139,16 @@ def create_model(
     convolutions) and the classifier, as the DCD code does; ``kernel_num`` does not apply to it.
     FDConv (Chen et al., CVPR 2025; ResNets only) replaces the block convolutions with
     ``min(C_in, C_out) > 16`` and 1x1 or 3x3 kernels, as the authors' ResNet
-    (:func:`~fmdconv.models.conv_factory.fd_replaces`); ``kernel_num`` is its number of frequency
-    groups (the authors' detection models: 64).
+    (:func:`~fmdconv.layers.fdconv.fd_replaces`); ``kernel_num`` is its number of frequency
+    groups (the authors' detection models: 64). KernelWarehouse (Li and Yao, ICML 2024) shares
+    warehouses per stage (:mod:`fmdconv.models.kernelwarehouse`). Each method's layout is its record
+    (:func:`~fmdconv.layers.method_info`).
 
     Args:
         name: one of :func:`list_models`.
-        conv: ``static``, ``cond``, ``dy``, ``od``, ``fmd``, ``dcd`` or ``fd``.
-        kernel_num: number of kernels n of each dynamic convolution.
+        conv: ``static``, ``cond``, ``dy``, ``od``, ``fmd``, ``dcd``, ``fd`` or ``kw``
+            (:func:`~fmdconv.layers.conv_names`).
+        kernel_num: number of kernels n of each dynamic convolution (for the methods that take one).
         num_classes: classifier outputs.
         stem: ``"imagenet"`` or ``"cifar"`` (3x3 stride-1 first convolution, no max-pool).
         width: MobileNetV2 width multiplier (1.0, 0.75, 0.5 in the papers); for ResNets, a factor on
@@ -140,37 +167,36 @@ def create_model(
             (``"zero"``, the default, or ``"authors"``; see :class:`~fmdconv.layers.DynamicConv2d`);
             ``replaced_roles`` to override which roles are dynamic, ``shared_routing`` for CondConv's
             routing per block; DCD's ``fc_squeeze`` (MobileNetV2 default:
-            :func:`dcd_mobilenet_v2_fc_squeeze`, others 16), ``latent_dim``, ``pool_size``,
-            ``squeeze_channels``).
+            :func:`~fmdconv.layers.dcd.dcd_mobilenet_v2_fc_squeeze`, others 16), ``latent_dim``,
+            ``pool_size``, ``squeeze_channels``; KernelWarehouse's ``kw_ratio`` and settings).
+            :func:`accepted_options` lists a method's; any other is a ValueError naming them.
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; accepted: {', '.join(list_models())}")
-    if conv == "fd" and name == "mobilenet_v2":
+    info = conv_info(conv)
+    if name in info.unsupported_models:
+        others = [m for m in list_models() if m not in info.unsupported_models]
         raise ValueError(
-            "conv='fd' builds ResNets only: the FDConv authors have no MobileNetV2 and their layer "
-            "cannot take its depthwise convolutions; accepted models for fd: "
-            + ", ".join(m for m in list_models() if m.startswith("resnet"))
+            f"conv={conv!r} builds no {name}: {info.unsupported_models[name]}; accepted models for "
+            f"{conv}: {', '.join(others)}"
         )
-    if conv == "dcd" and name == "mobilenet_v2" and "fc_squeeze" not in conv_options:
-        conv_options["fc_squeeze"] = dcd_mobilenet_v2_fc_squeeze(width)
     if attention is not None and attention not in FEATURE_ATTENTIONS:
         raise ValueError(f"unknown attention {attention!r}; accepted: None, {', '.join(FEATURE_ATTENTIONS)}")
-    kw = _kernelwarehouse_settings(name, conv, conv_options)
+    check_conv_options(conv, conv_options, attention)
+    if info.backbone_options is not None:
+        conv_options = info.backbone_options(name, width) | conv_options
+    assembly = backbone_assembly(info)
+    settings = assembly.settings(name, conv_options) if assembly is not None else None
     factory = ConvFactory(conv, kernel_num, model=name, **conv_options)
-    model = MODELS[name](factory, num_classes, stem, width, dropout, in_chans, attention)
-    if kw is not None:
-        share_warehouses(model, name, kw)
+    model = MODELS[name](
+        factory,
+        num_classes=num_classes,
+        stem=stem,
+        width=width,
+        dropout=dropout,
+        in_chans=in_chans,
+        attention=attention,
+    )
+    if assembly is not None:
+        assembly.assemble(model, name, settings)
     return model.to_features(out_indices) if features_only else model
-
-
-def _kernelwarehouse_settings(name: str, conv: str, conv_options: dict[str, Any]) -> Any:
-    """KernelWarehouse's settings, taken out of ``conv_options`` (None for the other methods)."""
-    if conv != "kw":
-        own = sorted(
-            key for key in ("kw_ratio", *KW_SETTING_OPTIONS) if key in conv_options and key != "reduction"
-        )
-        if own:
-            raise ValueError(f"{', '.join(own)} apply to conv='kw' only, got conv={conv!r}")
-        return None
-    given = {key: conv_options.pop(key) for key in KW_SETTING_OPTIONS if key in conv_options}
-    return kw_settings(name, conv_options.pop("kw_ratio", 1), **given)

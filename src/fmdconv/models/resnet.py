@@ -16,6 +16,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from fmdconv.layers.feature_attention import create_feature_attention
+from fmdconv.layers.helpers import renamed_keyword
 from fmdconv.models.conv_factory import ConvFactory
 from fmdconv.models.features import FeatureBackbone, FeatureInfo
 
@@ -34,14 +35,14 @@ class BasicBlock(nn.Module):
         planes: int,
         stride: int,
         downsample: nn.Module | None,
-        conv: ConvFactory,
+        factory: ConvFactory,
         attention: str | None = None,
     ) -> None:
         super().__init__()
-        self.conv1 = conv("block", in_planes, planes, 3, stride)
+        self.conv1 = factory("block", in_planes, planes, 3, stride)
         self.bn1 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = conv("block", planes, planes, 3)
+        self.conv2 = factory("block", planes, planes, 3)
         self.bn2 = nn.BatchNorm2d(planes)
         self.attention = None if attention is None else create_feature_attention(attention, planes)
         self.downsample = downsample
@@ -66,15 +67,15 @@ class Bottleneck(nn.Module):
         planes: int,
         stride: int,
         downsample: nn.Module | None,
-        conv: ConvFactory,
+        factory: ConvFactory,
         attention: str | None = None,
     ) -> None:
         super().__init__()
-        self.conv1 = conv("block", in_planes, planes, 1)
+        self.conv1 = factory("block", in_planes, planes, 1)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = conv("block", planes, planes, 3, stride)
+        self.conv2 = factory("block", planes, planes, 3, stride)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = conv("block", planes, planes * self.expansion, 1)
+        self.conv3 = factory("block", planes, planes * self.expansion, 1)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.attention = (
             None if attention is None else create_feature_attention(attention, planes * self.expansion)
@@ -93,12 +94,12 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(FeatureBackbone):
-    """A ResNet; ``conv`` decides which convolutions are dynamic.
+    """A ResNet; ``factory`` decides which convolutions are dynamic.
 
     Args:
         block: :class:`BasicBlock` or :class:`Bottleneck`.
         depths: number of blocks in each of the four stages.
-        conv: the factory that builds every convolution.
+        factory: the factory that builds every convolution.
         num_classes: size of the classifier output.
         stem: ``"imagenet"`` (7x7 stride-2 convolution and 3x3 stride-2 max-pool) or ``"cifar"``
             (3x3 stride-1 convolution, no max-pool, for 32x32 images).
@@ -110,11 +111,12 @@ class ResNet(FeatureBackbone):
 
     head_names = ("avgpool", "dropout", "fc")
 
+    @renamed_keyword("conv", "factory")
     def __init__(
         self,
         block: type[BasicBlock | Bottleneck],
         depths: tuple[int, int, int, int],
-        conv: ConvFactory,
+        factory: ConvFactory,
         num_classes: int = 1000,
         stem: str = "imagenet",
         in_chans: int = 3,
@@ -125,17 +127,17 @@ class ResNet(FeatureBackbone):
         super().__init__()
         if stem not in STEMS:
             raise ValueError(f"unknown stem {stem!r}; accepted: {', '.join(STEMS)}")
-        if conv.shared_routing:
+        if factory.shared_routing:
             raise ValueError(
                 "shared_routing: ResNet's dynamic convolutions route each on its own; "
                 "blocks with shared routing are MobileNetV2's"
             )
         stem_width = widths[0]
         if stem == "imagenet":
-            self.conv1 = conv("stem", in_chans, stem_width, 7, stride=2)
+            self.conv1 = factory("stem", in_chans, stem_width, 7, stride=2)
             self.maxpool: nn.Module = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         else:
-            self.conv1 = conv("stem", in_chans, stem_width, 3)
+            self.conv1 = factory("stem", in_chans, stem_width, 3)
             self.maxpool = nn.Identity()
         self.bn1 = nn.BatchNorm2d(stem_width)
         self.relu = nn.ReLU(inplace=True)
@@ -148,13 +150,13 @@ class ResNet(FeatureBackbone):
             stage_stride = 1 if index == 0 else 2
             reduction *= stage_stride
             name = f"layer{index + 1}"
-            setattr(self, name, self._make_stage(block, width, depth, stage_stride, conv, attention))
+            setattr(self, name, self._make_stage(block, width, depth, stage_stride, factory, attention))
             self.feature_info.append(FeatureInfo(name, width * block.expansion, reduction))
 
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
         self.num_features = widths[-1] * block.expansion
-        self.fc = conv.linear(self.num_features, num_classes)
+        self.fc = factory.linear(self.num_features, num_classes)
         self._init_weights()
 
     def _make_stage(
@@ -163,18 +165,18 @@ class ResNet(FeatureBackbone):
         planes: int,
         depth: int,
         stride: int,
-        conv: ConvFactory,
+        factory: ConvFactory,
         attention: str | None,
     ) -> nn.Sequential:
         out_planes = planes * block.expansion
         downsample = None
         if stride != 1 or self.in_planes != out_planes:
             downsample = nn.Sequential(
-                conv("downsample", self.in_planes, out_planes, 1, stride), nn.BatchNorm2d(out_planes)
+                factory("downsample", self.in_planes, out_planes, 1, stride), nn.BatchNorm2d(out_planes)
             )
-        blocks = [block(self.in_planes, planes, stride, downsample, conv, attention)]
+        blocks = [block(self.in_planes, planes, stride, downsample, factory, attention)]
         self.in_planes = out_planes
-        blocks += [block(out_planes, planes, 1, None, conv, attention) for _ in range(1, depth)]
+        blocks += [block(out_planes, planes, 1, None, factory, attention) for _ in range(1, depth)]
         return nn.Sequential(*blocks)
 
     def _init_weights(self) -> None:

@@ -35,16 +35,17 @@ and the FCs of its attention path; ``scaling`` applying Λ to the static output,
 W_out``; no ``aggregation``.
 
 FDConv (:class:`~fmdconv.layers.FDConv2d`) counts as its parts compute, with every transform of N
-real points (an ``rfft2`` or ``irfft2`` over an N-point matrix or map) counted as
-``2 * N * log2(N)`` real MACs (N/2 · log2 N complex multiply-adds of a radix-2 FFT, 4 real MACs
-each; :func:`fft_macs`): ``conv`` the static convolution; ``attention`` the pooling, the global
-path's FCs (trunk and heads), the local path's 1-D convolution (``C_out·kh·kw · C_in · width``)
-and FBM's gate convolutions (``len(k_list) · 9 · C_in · H · W``); ``aggregation`` building the
-per-sample kernel: the spectrum scaled by the group attentions (2 per bin), one ``irfft2`` of the
-(C_out·kh) x (C_in·kw) matrix, and one product per gate over the kernel's K elements (local,
-spatial, input, output); ``scaling`` FBM: one ``rfft2`` and per band one masking (2 per bin), one
-``irfft2`` and the gate product over the map (``C_in · H · W``), per input channel. The count is
-that of the ``direct`` formulation; ``mixture`` and ``dft`` compute the same with other work.
+real points (an ``rfft2`` or ``irfft2`` over an N-point matrix or map) counted as ``2 * N *
+log2(N)`` real MACs (N/2 · log2 N complex multiply-adds of a radix-2 FFT, 4 real MACs each;
+:func:`~fmdconv.layers.fdconv.fft_macs`): ``conv`` the static convolution; ``attention`` the
+pooling, the global path's FCs (trunk and heads), the local path's 1-D convolution (``C_out·kh·kw ·
+C_in · width``) and FBM's gate convolutions (``len(k_list) · 9 · C_in · H · W``); ``aggregation``
+building the per-sample kernel: the spectrum scaled by the group attentions (2 per bin), one
+``irfft2`` of the (C_out·kh) x (C_in·kw) matrix, and one product per gate over the kernel's K
+elements (local, spatial, input, output); ``scaling`` FBM: one ``rfft2`` and per band one masking (2
+per bin), one ``irfft2`` and the gate product over the map (``C_in · H · W``), per input channel.
+The count is that of the ``direct`` formulation; ``mixture`` and ``dft`` compute the same with other
+work.
 
 KernelWarehouse (:class:`~fmdconv.layers.KWConv2d`): ``conv`` is the static count; ``attention``
 the pooling of the input plus FC1 and FC2 (``in * out`` each) and, with the nonlocal basis, FC3
@@ -54,7 +55,9 @@ warehouse, ``n * K`` (each of the m cells of ``K / m`` elements mixes all n ware
 model's total and in no layer's row.
 
 The count is analytic, from the shapes a forward pass shows to hooks and the attentions each layer
-has (ablated attentions, see :func:`~fmdconv.layers.set_attentions`, are not counted); it does not
+has (ablated attentions, see :func:`~fmdconv.layers.set_attentions`, are not counted); the layers that
+are not presets of DynamicConv2d (DCD, FDConv, KernelWarehouse) count through their record's
+``macs`` (:class:`~fmdconv.layers.MethodInfo`), which the formulas above describe. It does not
 depend on which exact formulation (``grouped``, ``mixed``, ``matmul``) the layer happens to run,
 some of which do more work for the same result.
 
@@ -75,7 +78,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor, nn
 
-from fmdconv.layers import DCDConv2d, DynamicConv2d, FDConv2d, KWConv2d, SharedRouting
+from fmdconv.layers import DynamicConv2d, SharedRouting
+from fmdconv.layers.helpers import kernel_elements
+from fmdconv.layers.registry import dynamic_layer_types, record_of_layer
 
 MAC_PARTS = ("conv", "attention", "aggregation", "scaling")
 
@@ -166,12 +171,6 @@ class ModelProfile:
         }
 
 
-def _kernel_elements(layer: nn.Conv2d | DynamicConv2d | KWConv2d) -> int:
-    """Elements of one kernel, ``C_out * C_in / groups * kh * kw``."""
-    kh, kw = layer.kernel_size
-    return layer.out_channels * (layer.in_channels // layer.groups) * kh * kw
-
-
 def _attention_fc_macs(layer: DynamicConv2d) -> int:
     paths = [path for path in (layer.gate, layer.kernel_path) if path is not None]
     return sum(m.weight.numel() for path in paths for m in path.modules() if isinstance(m, nn.Linear))
@@ -187,14 +186,13 @@ def _layer_profile(name: str, module: nn.Module, inputs: Tensor, output: Tensor)
     if isinstance(module, SharedRouting):
         attention = math.prod(in_shape) * (len(in_shape) == 3) + module.fc.weight.numel()
         return LayerProfile(name, kind, in_shape, out_shape, params, conv=0, attention=attention)
-    kernel = _kernel_elements(module)
+    record = record_of_layer(module)
+    if record is not None and record.macs is not None:
+        return LayerProfile(
+            name, kind, in_shape, out_shape, params, **record.macs(module, in_shape, out_shape)
+        )
+    kernel = kernel_elements(module)
     conv = math.prod(out_shape[-2:]) * kernel
-    if isinstance(module, DCDConv2d):
-        return _dcd_profile(name, module, in_shape, out_shape, params, conv)
-    if isinstance(module, FDConv2d):
-        return _fd_profile(name, module, in_shape, out_shape, params, conv)
-    if isinstance(module, KWConv2d):
-        return _kw_profile(name, module, in_shape, out_shape, params, conv)
     if not isinstance(module, DynamicConv2d):
         return LayerProfile(name, kind, in_shape, out_shape, params, conv)
     attentions = set(module.available_attentions) - module.disabled_attentions
@@ -210,93 +208,17 @@ def _layer_profile(name: str, module: nn.Module, inputs: Tensor, output: Tensor)
     return LayerProfile(name, kind, in_shape, out_shape, params, conv, attention, aggregation, scaling)
 
 
-def _dcd_profile(
-    name: str,
-    layer: DCDConv2d,
-    in_shape: tuple[int, ...],
-    out_shape: tuple[int, ...],
-    params: int,
-    static_conv: int,
-) -> LayerProfile:
-    positions = math.prod(out_shape[-2:])
-    latent = layer.latent_dim
-    conv = static_conv + positions * latent * (layer.in_channels + latent + layer.out_channels)
-    fcs = sum(m.weight.numel() for m in layer.attention.modules() if isinstance(m, nn.Linear))
-    attention = math.prod(in_shape) + fcs
-    scaling = math.prod(out_shape)
-    return LayerProfile(name, type(layer).__name__, in_shape, out_shape, params, conv, attention, 0, scaling)
-
-
-def fft_macs(points: int) -> int:
-    """MACs charged for one real FFT (or inverse) of ``points`` real points: ``2 N log2 N``."""
-    return round(2 * points * math.log2(points)) if points > 1 else 0
-
-
-def _fd_profile(
-    name: str,
-    layer: FDConv2d,
-    in_shape: tuple[int, ...],
-    out_shape: tuple[int, ...],
-    params: int,
-    static_conv: int,
-) -> LayerProfile:
-    kernel = _kernel_elements(layer)
-    rows, columns = layer.dft_weight.shape[0], layer.in_channels * layer.kernel_size[1]
-    input_elements = math.prod(in_shape)
-    attention = input_elements
-    gates = 0
-    if layer.global_modulation is not None:
-        attention += sum(
-            m.weight.numel() for m in layer.global_modulation.modules() if isinstance(m, nn.Linear)
-        )
-        gates += len(set(layer.global_modulation.heads) - {"kernel"})
-    if layer.local_modulation is not None:
-        attention += layer.local_modulation.conv.weight.numel() * layer.in_channels
-        gates += 1
-    aggregation = 2 * rows * (columns // 2 + 1) + fft_macs(rows * columns) + gates * kernel
-    scaling = 0
-    if layer.band_modulation is not None:
-        bands = len(layer.band_modulation.k_list)
-        channels, height, width = in_shape
-        map_fft = fft_macs(height * width)
-        attention += bands * layer.band_modulation.gates[0].weight.numel() * height * width
-        per_band = 2 * height * (width // 2 + 1) + map_fft + height * width
-        scaling = channels * (map_fft + bands * per_band)
-    return LayerProfile(
-        name, type(layer).__name__, in_shape, out_shape, params, static_conv, attention, aggregation, scaling
-    )
-
-
-def _kw_profile(
-    name: str,
-    layer: KWConv2d,
-    in_shape: tuple[int, ...],
-    out_shape: tuple[int, ...],
-    params: int,
-    conv: int,
-) -> LayerProfile:
-    attention = layer.attention
-    fcs = attention.fc1.weight.numel() + attention.fc2.weight.numel()
-    if attention.num_basis is not None:
-        fcs += layer.mixtures * attention.fc3.weight.numel()
-    aggregation = layer.cells.shape[0] * _kernel_elements(layer)
-    return LayerProfile(
-        name, type(layer).__name__, in_shape, out_shape, params, conv, math.prod(in_shape) + fcs, aggregation
-    )
-
-
 def _counted_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Convolutions, linear layers, dynamic convolutions and shared routings, not the FCs inside them."""
     counted: list[tuple[str, nn.Module]] = []
     dynamic_prefixes: list[str] = []
+    dynamic = (*dynamic_layer_types(), SharedRouting)
     for name, module in model.named_modules():
         if any(name.startswith(prefix) for prefix in dynamic_prefixes):
             continue
-        if isinstance(module, DynamicConv2d | DCDConv2d | FDConv2d | KWConv2d | SharedRouting):
+        if isinstance(module, dynamic):
             dynamic_prefixes.append(f"{name}." if name else "")
-        if isinstance(
-            module, DynamicConv2d | DCDConv2d | FDConv2d | KWConv2d | SharedRouting | nn.Conv2d | nn.Linear
-        ):
+        if isinstance(module, (*dynamic, nn.Conv2d, nn.Linear)):
             counted.append((name, module))
     return counted
 

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from fmdconv.layers import formulations, set_formulation
+from fmdconv.layers import KERNEL_MIXTURES, formulations, set_formulation
 from fmdconv.models import create_model
 from fmdconv.profiling.bench_report import write_result_files
 from fmdconv.profiling.bench_settings import exact_formulations
@@ -38,7 +38,10 @@ from fmdconv.utils.devices import resolve_device
 from fmdconv.utils.machine import machine_line, machine_record
 from fmdconv.utils.timing import time_call, time_interleaved
 
-KINDS = ("static", "fmd", "od", "dy", "cond")
+# The kernel mixtures, whose formulations the benchmark times, newest first (the records list them
+# by year): the two newest get the most rows.
+NEWEST_FIRST = tuple(reversed(KERNEL_MIXTURES))
+KINDS = ("static", *NEWEST_FIRST)
 ARCHS = ("resnet18", "resnet50")
 MEASUREMENTS = {
     "train_fp32": "training step, batch 64, fp32",
@@ -77,15 +80,17 @@ def gpu_rows(quick: bool = False) -> list[Row]:
             rows += [Row(arch, measurement, kind, f) for kind in forced for f in exact_formulations(kind)]
         return rows
 
-    main = ("static", "fmd", "od")
+    newest, older, first = NEWEST_FIRST[:2], NEWEST_FIRST[2:], NEWEST_FIRST[:1]
+    main = ("static", *newest)
+    rest = ("static", *older)
     rows = [
-        *block("resnet18", "train_fp32", main, ("fmd", "od")),
-        *block("resnet18", "train_bf16", main, ("fmd", "od")),
+        *block("resnet18", "train_fp32", main, newest),
+        *block("resnet18", "train_bf16", main, newest),
         *block("resnet18", "infer_b1_graph", main, ()),
-        *block("resnet18", "train_fp32", ("static", "dy", "cond"), ()),
-        *block("resnet18", "infer_b1_eager", KINDS, ("fmd",)),
-        *block("resnet18", "infer_b64", KINDS, ("fmd",)),
-        *block("resnet18", "train_bf16", ("static", "dy", "cond"), ()),
+        *block("resnet18", "train_fp32", rest, ()),
+        *block("resnet18", "infer_b1_eager", KINDS, first),
+        *block("resnet18", "infer_b64", KINDS, first),
+        *block("resnet18", "train_bf16", rest, ()),
     ]
     if not quick:
         rows += [
@@ -94,7 +99,7 @@ def gpu_rows(quick: bool = False) -> list[Row]:
             *block("resnet50", "infer_b1_graph", main, ()),
             *block("resnet50", "infer_b1_eager", KINDS, ()),
             *block("resnet50", "infer_b64", KINDS, ()),
-            *block("resnet18", "infer_b1_graph", ("static", "dy", "cond"), ()),
+            *block("resnet18", "infer_b1_graph", rest, ()),
         ]
     return list(dict.fromkeys(rows))  # a static row already measured in its block is not repeated
 

@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from fmdconv.layers import CONV_KINDS
+from fmdconv.layers import CONV_KINDS, conv_info, conv_names
 from fmdconv.layers.attention import ATTENTION_INITS
 from fmdconv.layers.feature_attention import FEATURE_ATTENTIONS
 from fmdconv.layers.temperature import KERNEL_MODES
@@ -149,6 +149,7 @@ class Recipe:
             raise ValueError(f"milestones must be increasing epochs >= 1; got {self.milestones!r}")
         if self.warmup_epochs > self.epochs:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must not exceed epochs ({self.epochs})")
+        check_method_settings(self)
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -177,9 +178,26 @@ class Recipe:
 PREDATED_SETTINGS: dict[str, Any] = {"attention_init": "authors", "precise_bn_images": 0}
 
 
+def check_method_settings(recipe: Recipe) -> None:
+    """A ValueError for a setting the recipe's method has no use for (its record says which it takes):
+    ``attention_init`` other than the default with a method that has no attention path to start."""
+    info = conv_info(recipe.conv)
+    if recipe.attention_init != "zero" and not info.takes("attention_init"):
+        takers = [name for name in conv_names() if conv_info(name).takes("attention_init")]
+        on = f" with attention={recipe.attention!r}" if recipe.attention is not None else ""
+        raise ValueError(
+            f"attention_init={recipe.attention_init!r} does nothing for conv={recipe.conv!r}{on} "
+            f"({info.label}): only {', '.join(takers)} take it; leave it at 'zero'"
+        )
+
+
 def saved_recipe(values: dict[str, Any]) -> Recipe:
-    """The recipe stored with a run (a checkpoint's ``"recipe"``); see ``PREDATED_SETTINGS``."""
-    return Recipe.from_dict({**PREDATED_SETTINGS, **values})
+    """The recipe stored with a run (a checkpoint's ``"recipe"``); see ``PREDATED_SETTINGS`` (whose
+    ``attention_init`` applies to the methods that take one)."""
+    conv = values.get("conv", Recipe.conv)
+    without_init = conv in conv_names() and not conv_info(conv).takes("attention_init")
+    predated = {k: v for k, v in PREDATED_SETTINGS.items() if not (without_init and k == "attention_init")}
+    return Recipe.from_dict({**predated, **values})
 
 
 def recipe_differences(
