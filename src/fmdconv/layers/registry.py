@@ -234,8 +234,8 @@ BUILT_IN: tuple[MethodInfo, ...] = (
         FDConv2d,
         frozenset({"block"}),
         unsupported_models={
-            "mobilenet_v2": "the FDConv authors have no MobileNetV2 and their layer cannot take its "
-            "depthwise convolutions"
+            "mobilenet_v2": "it builds ResNets only, as the FDConv authors have no MobileNetV2 and their "
+            "layer cannot take its depthwise convolutions"
         },
         replaces=_fd_replaces,
         from_static=fd_from_static,  # type: ignore[arg-type]
