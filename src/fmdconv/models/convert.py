@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 from fmdconv.layers import ConvSite, DynamicConv2d, create_conv2d, method_info, method_names
-from fmdconv.layers.attention import KernelMLP, KernelRouting
 
 
 def _matches(name: str, patterns: Sequence[str] | None) -> bool:
@@ -46,10 +45,8 @@ def _neutral_attention_scales(layer: DynamicConv2d) -> tuple[float, float]:
     logit_layers: list[nn.Linear] = []
     if layer.gate is not None:
         logit_layers += list(layer.gate.heads.values())
-    if isinstance(layer.kernel_path, KernelMLP):
-        logit_layers.append(layer.kernel_path.fc2)
-    elif isinstance(layer.kernel_path, KernelRouting):
-        logit_layers.append(layer.kernel_path.fc)
+    if layer.kernel_path is not None:  # its last linear layer gives the logits (an MLP's or a routing's)
+        logit_layers.append([m for m in layer.kernel_path.modules() if isinstance(m, nn.Linear)][-1])
     for linear in logit_layers:
         nn.init.zeros_(linear.weight)
         nn.init.zeros_(linear.bias)

@@ -31,7 +31,15 @@ def _resnet(block: type[BasicBlock | Bottleneck], depths: tuple[int, int, int, i
         # Narrow ResNets (e.g. width=0.25 for quick CPU runs) scale the four stage widths alike.
         widths = tuple(max(1, round(w * width)) for w in STAGE_WIDTHS)
         return ResNet(
-            block, depths, factory, num_classes, stem, in_chans, widths, dropout=dropout, attention=attention
+            block,
+            depths,
+            factory,
+            num_classes=num_classes,
+            stem=stem,
+            in_chans=in_chans,
+            widths=widths,
+            dropout=dropout,
+            attention=attention,
         )
 
     return build
@@ -51,7 +59,9 @@ def _mobilenet_v2(
             f"attention={attention!r}: the feature attentions (SE, CBAM, ECA) are offered on the ResNets, "
             "where the papers place them; mobilenet_v2 takes attention=None"
         )
-    return MobileNetV2(factory, num_classes, width, in_chans, dropout, stem)
+    return MobileNetV2(
+        factory, num_classes=num_classes, width=width, in_chans=in_chans, dropout=dropout, stem=stem
+    )
 
 
 MODELS: dict[str, Callable[..., FeatureBackbone]] = {
