@@ -71,6 +71,7 @@ def test_the_page_lists_two_files_and_they_are_where_it_says() -> None:
     assert touched == ["src/fmdconv/layers/<method>.py", "src/fmdconv/layers/registry.py"]
     assert (ROOT / touched[1]).is_file() and (ROOT / "src/fmdconv/layers/methods.py").is_file()
     assert "BUILT_IN" in (ROOT / touched[1]).read_text()
+    assert "(docs/adding_a_method.md)" in (ROOT / "README.md").read_text()  # linked where docs are
 
 
 def test_a_registered_method_is_listed_and_described(method: MethodInfo) -> None:
