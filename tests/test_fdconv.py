@@ -17,7 +17,8 @@ from fmdconv import convert, create_model
 from fmdconv.cli import main
 from fmdconv.compat import convert_state_dict, load_authors_checkpoint
 from fmdconv.layers import FDConv2d, create_conv2d
-from fmdconv.layers.fdconv import band_masks, fft_macs, frequency_order
+from fmdconv.layers.fdconv import band_masks, frequency_order
+from fmdconv.layers.fdconv_method import fft_macs
 from fmdconv.profiling.complexity import profile
 from fmdconv.train.compare import compare
 

@@ -32,7 +32,8 @@ from fmdconv.layers.dcd import (
     init_dcd_classifier,
 )
 from fmdconv.layers.dynamic_conv import DynamicConv2d
-from fmdconv.layers.fdconv import FDConv2d, fd_from_static, fd_macs, fd_replaces
+from fmdconv.layers.fdconv import FDConv2d
+from fmdconv.layers.fdconv_method import fd_from_static, fd_macs, fd_replaces
 from fmdconv.layers.feature_attention import FEATURE_ATTENTIONS
 from fmdconv.layers.kernelwarehouse import KWConv2d, kw_macs
 from fmdconv.layers.methods import CondConv2d, DyConv2d, FMDConv2d, ODConv2d

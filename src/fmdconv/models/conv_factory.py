@@ -33,7 +33,7 @@ per-backbone rules, :func:`~fmdconv.layers.dcd.dcd_layer_options`.
 
 FDConv (Chen et al., CVPR 2025) follows the authors' ResNet and layer: every convolution of the
 residual blocks (strided ones included) whose ``min(C_in, C_out) > 16``, kernel 1x1 or 3x3 and
-``groups == 1`` (:func:`~fmdconv.layers.fdconv.fd_replaces`); the stem, the downsample
+``groups == 1`` (:func:`~fmdconv.layers.fdconv_method.fd_replaces`); the stem, the downsample
 convolutions and the others stay static. Their code has no MobileNetV2 (its depthwise convolutions
 do not fit their layer).
 

@@ -103,7 +103,7 @@ def convert(
             something else and are left alone) are candidates.
         conv: ``cond``, ``dy``, ``od``, ``fmd`` or ``fd`` (the methods whose record is
             ``convertible``). A method converts only the convolutions its record's rule takes:
-            FDConv (Chen et al., CVPR 2025) those of :func:`~fmdconv.layers.fdconv.fd_replaces` (
+            FDConv (Chen et al., CVPR 2025) those of :func:`~fmdconv.layers.fdconv_method.fd_replaces` (
             ``min(C_in, C_out) > 16``, 1x1 or 3x3, no groups), storing each weight as its spectrum
             as the authors' ``tools/convert_to_fdconv.py`` does; their tool converts a ResNet's
             ``conv1/2/3`` only, so pass ``exclude=["*downsample*"]`` to get

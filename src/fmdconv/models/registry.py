@@ -149,7 +149,7 @@ def create_model(
     convolutions) and the classifier, as the DCD code does; ``kernel_num`` does not apply to it.
     FDConv (Chen et al., CVPR 2025; ResNets only) replaces the block convolutions with
     ``min(C_in, C_out) > 16`` and 1x1 or 3x3 kernels, as the authors' ResNet
-    (:func:`~fmdconv.layers.fdconv.fd_replaces`); ``kernel_num`` is its number of frequency
+    (:func:`~fmdconv.layers.fdconv_method.fd_replaces`); ``kernel_num`` is its number of frequency
     groups (the authors' detection models: 64). KernelWarehouse (Li and Yao, ICML 2024) shares
     warehouses per stage (:mod:`fmdconv.models.kernelwarehouse`). Each method's layout is its record
     (:func:`~fmdconv.layers.method_info`).

@@ -35,17 +35,17 @@ and the FCs of its attention path; ``scaling`` applying Λ to the static output,
 W_out``; no ``aggregation``.
 
 FDConv (:class:`~fmdconv.layers.FDConv2d`) counts as its parts compute, with every transform of N
-real points (an ``rfft2`` or ``irfft2`` over an N-point matrix or map) counted as ``2 * N *
-log2(N)`` real MACs (N/2 · log2 N complex multiply-adds of a radix-2 FFT, 4 real MACs each;
-:func:`~fmdconv.layers.fdconv.fft_macs`): ``conv`` the static convolution; ``attention`` the
-pooling, the global path's FCs (trunk and heads), the local path's 1-D convolution (``C_out·kh·kw ·
-C_in · width``) and FBM's gate convolutions (``len(k_list) · 9 · C_in · H · W``); ``aggregation``
-building the per-sample kernel: the spectrum scaled by the group attentions (2 per bin), one
-``irfft2`` of the (C_out·kh) x (C_in·kw) matrix, and one product per gate over the kernel's K
-elements (local, spatial, input, output); ``scaling`` FBM: one ``rfft2`` and per band one masking (2
-per bin), one ``irfft2`` and the gate product over the map (``C_in · H · W``), per input channel.
-The count is that of the ``direct`` formulation; ``mixture`` and ``dft`` compute the same with other
-work.
+real points (an ``rfft2`` or ``irfft2`` over an N-point matrix or map) counted as
+``2 * N * log2(N)`` real MACs (N/2 · log2 N complex multiply-adds of a radix-2 FFT, 4 real MACs
+each; :func:`~fmdconv.layers.fdconv_method.fft_macs`): ``conv`` the static convolution;
+``attention`` the pooling, the global path's FCs (trunk and heads), the local path's 1-D
+convolution (``C_out·kh·kw · C_in · width``) and FBM's gate convolutions
+(``len(k_list) · 9 · C_in · H · W``); ``aggregation`` building the per-sample kernel: the spectrum
+scaled by the group attentions (2 per bin), one ``irfft2`` of the (C_out·kh) x (C_in·kw) matrix,
+and one product per gate over the kernel's K elements (local, spatial, input, output); ``scaling``
+FBM: one ``rfft2`` and per band one masking (2 per bin), one ``irfft2`` and the gate product over
+the map (``C_in · H · W``), per input channel. The count is that of the ``direct`` formulation;
+``mixture`` and ``dft`` compute the same with other work.
 
 KernelWarehouse (:class:`~fmdconv.layers.KWConv2d`): ``conv`` is the static count; ``attention``
 the pooling of the input plus FC1 and FC2 (``in * out`` each) and, with the nonlocal basis, FC3
