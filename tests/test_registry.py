@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import fmdconv
+from fmdconv.cli import main
 from fmdconv.layers import (
     CONV_KINDS,
     FEATURE_ATTENTIONS,
@@ -174,3 +175,16 @@ def test_the_backbones_call_their_factory_factory_and_still_take_conv() -> None:
         ValueError, match=r"conv='kw' layers are made by its backbone builder, which takes kw_ratio"
     ):
         ConvFactory("kw", reduction=0.5)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", "--conv", "static", "--attention-init", "authors"],
+        ["compare", "--methods", "dcd", "se", "--attention-init", "authors"],
+    ],
+)
+def test_the_command_line_refuses_attention_init_before_any_run(command, tmp_path, capsys) -> None:
+    assert main([*command, "--epochs", "1", "--subset", "8", "--out", str(tmp_path / "run")]) != 0
+    assert "attention_init='authors' does nothing for conv='static'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
