@@ -18,8 +18,7 @@ from fmdconv.cli import main
 from fmdconv.compat import convert_state_dict, load_authors_checkpoint
 from fmdconv.layers import FDConv2d, create_conv2d
 from fmdconv.layers.fdconv import band_masks, frequency_order
-from fmdconv.layers.fdconv_method import fft_macs
-from fmdconv.profiling.complexity import profile
+from fmdconv.profiling.complexity import fft_macs, profile
 from fmdconv.train.compare import compare
 
 REFERENCE = Path(__file__).parent / "data" / "fdconv_reference.pt"

@@ -23,14 +23,11 @@ from dataclasses import dataclass
 import torch
 
 from fmdconv.cli._arguments import add_device_argument, int_at_least
-from fmdconv.layers import conv_names, method_info
-from fmdconv.models import METHODS, create_model, list_models, method_options
+from fmdconv.models import KERNEL_MIXTURES, METHODS, create_model, list_models, method_options
 from fmdconv.profiling import MODES, ModelProfile, SpeedResult, measure_speed, profile
 
 # The kinds that take a kernel number: the kernel mixtures and FDConv (its frequency groups).
-KERNEL_COUNTED: tuple[str, ...] = tuple(
-    name for name in conv_names() if method_info(name).takes("kernel_num")
-)
+KERNEL_COUNTED: tuple[str, ...] = (*KERNEL_MIXTURES, "fd")
 
 
 @dataclass(frozen=True)

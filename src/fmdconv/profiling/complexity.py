@@ -79,6 +79,7 @@ import torch
 from torch import Tensor, nn
 
 from fmdconv.layers import DynamicConv2d, SharedRouting
+from fmdconv.layers.fdconv_method import fft_macs as fft_macs  # also here, where it was first public
 from fmdconv.layers.helpers import kernel_elements
 from fmdconv.layers.registry import dynamic_layer_types, record_of_layer
 
