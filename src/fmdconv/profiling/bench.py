@@ -130,7 +130,11 @@ def _build(
             variant.conv, releases[variant.conv], arch, num_classes, variant.kernel_num
         )
     else:
-        options = {} if variant.conv == "static" else {"kernel_num": variant.kernel_num}
+        options: dict[str, int] = {}
+        if variant.conv == "kw":
+            options["kw_ratio"] = variant.kernel_num
+        elif variant.conv != "static":
+            options["kernel_num"] = variant.kernel_num
         model = create_model(arch, conv=variant.conv, num_classes=num_classes, stem=stem, **options)
     model = model.to(device)
     return model.to(memory_format=torch.channels_last) if variant.channels_last else model
