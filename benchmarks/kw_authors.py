@@ -43,6 +43,8 @@ MOBILENET_CONFIGS: dict[str, dict[str, Any]] = {
     "1": {"cell_num_ratio": 1, "sharing_range": ["layer", "pwconv"]},
     "4": {"cell_num_ratio": 4, "sharing_range": ["layer"]},
 }
+# Their MobileNetV2 1/2x is its own network (models/kw1d2x_mobilenetv2.py), its settings built in.
+MOBILENET_HALF = "1/2"
 
 
 def _stub_timm() -> None:
@@ -71,7 +73,8 @@ def _stub_timm() -> None:
 
 
 def load(path: str) -> types.SimpleNamespace:
-    """The authors' ``modules.kernel_warehouse``, ``models.kw_resnet`` and ``models.kw_mobilenetv2``."""
+    """The authors' ``modules.kernel_warehouse``, ``models.kw_resnet``, ``models.kw_mobilenetv2`` and
+    ``models.kw1d2x_mobilenetv2``."""
     _stub_timm()
     if path not in sys.path:
         sys.path.insert(0, path)
@@ -79,14 +82,18 @@ def load(path: str) -> types.SimpleNamespace:
         kernel_warehouse=importlib.import_module("modules.kernel_warehouse"),
         kw_resnet=importlib.import_module("models.kw_resnet"),
         kw_mobilenetv2=importlib.import_module("models.kw_mobilenetv2"),
+        kw1d2x_mobilenetv2=importlib.import_module("models.kw1d2x_mobilenetv2"),
     )
 
 
 def authors_model(code: types.SimpleNamespace, name: str, ratio: str, width: float = 1.0) -> nn.Module:
-    """The authors' ``kw_resnet18``/``kw_resnet50``/``kw_mobilenetv2`` at ``ratio`` ("1/4" ... "4")."""
+    """The authors' ``kw_resnet18``/``kw_resnet50``/``kw_mobilenetv2``/``kw1d2x_mobilenetv2`` at
+    ``ratio`` ("1/4" ... "4")."""
     if name in RESNET_CONFIGS:
         build = code.kw_resnet.kw_resnet18 if name == "resnet18" else code.kw_resnet.kw_resnet50
         return build(dropout=0.0, **RESNET_CONFIGS[name][ratio])
+    if ratio == MOBILENET_HALF:
+        return code.kw1d2x_mobilenetv2.kw1d2x_mobilenetv2(width_mult=width, dropout=0.0)
     return code.kw_mobilenetv2.kw_mobilenetv2(width_mult=width, **MOBILENET_CONFIGS[ratio])
 
 

@@ -22,7 +22,12 @@ LAYER_CASES = (
     (24, 8, 3, 1, 1, 0.25, 0.5),
 )
 # (model, kw_ratio, width) of the whole-model cases, and tau in all cases.
-MODEL_CASES = (("resnet18", "1/4", 1.0), ("resnet50", "1/2", 1.0), ("mobilenet_v2", "4", 0.5))
+MODEL_CASES = (
+    ("resnet18", "1/4", 1.0),
+    ("resnet50", "1/2", 1.0),
+    ("mobilenet_v2", "4", 0.5),
+    ("mobilenet_v2", "1/2", 0.5),
+)
 TAU = 0.3
 
 

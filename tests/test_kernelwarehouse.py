@@ -21,6 +21,7 @@ from fmdconv.layers import (
     kw_schedule,
     paper_schedules,
 )
+from fmdconv.layers.kernelwarehouse import KWLinear
 from fmdconv.models import create_model
 from fmdconv.models.kernelwarehouse import kw_settings
 from kw_reference import LAYER_CASES, MODEL_CASES, TAU, seeded_state
@@ -43,6 +44,9 @@ AUTHORS_COUNTS = {
     ("mobilenet_v2", "4", 1.0): 11_379_382,
     ("mobilenet_v2", "1", 0.5): 2_854_522,
     ("mobilenet_v2", "4", 0.5): 4_648_587,
+    # models/kw1d2x_mobilenetv2.py, their separate 1/2x network (their README: 2.65M and 1.47M)
+    ("mobilenet_v2", "1/2", 1.0): 2_654_396,
+    ("mobilenet_v2", "1/2", 0.5): 1_466_888,
 }
 
 
@@ -184,7 +188,8 @@ def test_drop_in_for_conv2d_and_temperature():
         (lambda: KWConv2d(4, 4, 3, warehouse=Warehouse(4, 4, 4)), "needs cells"),
         (lambda: KWConv2d(4, 4, 3, cell_num_ratio=0), "cell_num_ratio"),
         (lambda: create_model("resnet18", conv="kw", kw_ratio=3), "kw_ratio must be one of"),
-        (lambda: create_model("mobilenet_v2", conv="kw", kw_ratio=0.5), "kw_ratio 1 or 4"),
+        (lambda: create_model("mobilenet_v2", conv="kw", kw_ratio=2), "kw_ratio 1/2, 1, 4"),
+        (lambda: KWLinear(8, 4)(torch.randn(2, 6)), r"expected an input \(B, ..., 8\)"),
         (lambda: create_model("resnet18", conv="od", kw_ratio=1), "apply to conv='kw' only"),
     ],
 )
@@ -230,6 +235,56 @@ def test_resnet_layout_shares_warehouses_by_stage():
     assert isinstance(mobilenet.features[0][0], KWConv2d)
     assert isinstance(mobilenet.features[2].conv[1][0], KWConv2d)  # depthwise
     assert mobilenet.warehouse_names[:4] == ("stage0_conv", "stage1_dw", "stage1_pw1", "stage1_pw0")
+
+
+def test_mobilenet_v2_half_follows_the_authors_separate_network():
+    with torch.device("meta"):
+        model = create_model("mobilenet_v2", conv="kw", kw_ratio="1/2")
+    stages = [f"stage{s}_dw" for s in range(1, 6)]
+    assert model.warehouse_names == (
+        "stage0_conv",
+        *stages,
+        "stage6_pw0",
+        "stage6_dw",
+        "stage6_pw1",
+        "classifier",
+    )
+    # The 1x1 convolutions of stages 1-5 stay static; stage 6's and the last one are dynamic.
+    assert isinstance(model.features[14].conv[0][0], nn.Conv2d)  # stage 5 (its handover block)
+    assert isinstance(model.features[14].conv[1][0], KWConv2d)  # depthwise: always dynamic
+    assert isinstance(model.features[15].conv[0][0], KWConv2d)
+    assert model.features[18][0].shared_warehouse is model.warehouses[8]
+    classifier = model.classifier[1]
+    assert isinstance(classifier, KWLinear) and classifier.conv.bias is not None
+    assert classifier.conv.cells.shape[1:] == (1000, 32, 1)  # 1/40 of the 1280 features; 1-D cells
+    assert classifier.conv.attention.fc1.out_features == 40  # reduction 1/32
+    assert {layer.warm_epochs for layer in kw_layers(model)} == {15.0}
+    # Only the 1x1 and classifier warehouses are at half the cells.
+    half = {"stage6_pw0", "stage6_pw1", "classifier"}
+    assert {
+        w.cell_num_ratio for k, w in zip(model.warehouse_names, model.warehouses, strict=True) if k in half
+    } == {0.5}
+    assert {
+        w.cell_num_ratio
+        for k, w in zip(model.warehouse_names, model.warehouses, strict=True)
+        if k not in half
+    } == {1.0}
+    counted = fmdconv.profile(model, (3, 32, 32))
+    assert counted.params == AUTHORS_COUNTS[("mobilenet_v2", "1/2", 1.0)]
+    row = next(r for r in counted.layers if r.name == "classifier.1.conv")
+    assert row.conv == 1280 * 1000 and row.aggregation == 20 * 1000 * 1280  # n = 20 cells
+
+
+def test_linear_layer_is_the_one_by_one_convolution_over_the_positions():
+    layer = KWLinear(8, 6, cell_num_ratio=0.5, cell_in_ratio=0.25)
+    randomised(layer.conv)
+    layer.double()
+    x = torch.randn(3, 8, dtype=torch.float64)
+    expected = reference_forward(layer.conv, x[:, :, None, None])[:, :, 0, 0]
+    torch.testing.assert_close(layer(x), expected, rtol=1e-10, atol=1e-12)
+    tokens = torch.randn(2, 5, 8, dtype=torch.float64)  # pooled over the 5 positions, as the authors'
+    expected = reference_forward(layer.conv, tokens.transpose(1, 2)[..., None])[..., 0].transpose(1, 2)
+    torch.testing.assert_close(layer(tokens), expected, rtol=1e-10, atol=1e-12)
 
 
 def test_profile_counts_the_warehouses_once():

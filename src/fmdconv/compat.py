@@ -43,14 +43,15 @@ authors' key                         shape                          fmdconv key
 ``warehouse_manager.weights.{i}``    (n, c_out, c_in, 1, 1)          ``warehouses.{i}.cells``
 ``warehouse_manager.weights.0``      (single layer)                  ``warehouse.cells``
 ``P.attention.{fc1,norm1,fc2,...}``  as fmdconv's                    unchanged
-``classifier.{weight,bias}``         (MobileNetV2)                   ``classifier.1.{weight,bias}``
+``classifier.{weight,bias}``         (MobileNetV2 1x, 4x)            ``classifier.1.{weight,bias}``
 (not stored)                                                         ``P.kernel_temperature``
 ================================== ============================== ==================================
 
-A single layer's authors' state dict is its own keys plus its warehouse as
-``warehouse_manager.weights.0``. The authors' layers keep tau as an attribute; a converted model
-gets tau = 0 (the end of their schedule, a finished model) unless ``kernel_temperature`` says
-otherwise.
+MobileNetV2 1/2x's classifier, the authors' ``KWLinear``, keeps its keys (``classifier.1.conv.*``,
+its warehouse's cells 1-D as theirs). A single layer's authors' state dict is its own keys plus its
+warehouse as ``warehouse_manager.weights.0``. The authors' layers keep tau as an attribute; a
+converted model gets tau = 0 (the end of their schedule, a finished model) unless
+``kernel_temperature`` says otherwise.
 """
 
 from __future__ import annotations

@@ -7,9 +7,10 @@ the tests themselves):
 
 Single layers: the authors' ``Warehouse_Manager`` with one ``KWConv2d``, its state dict (the layer's
 keys plus ``warehouse_manager.weights.0``), an input and the output. Whole models: the authors'
-``kw_resnet18`` (1/4x), ``kw_resnet50`` (1/2x, with the nonlocal basis) and ``kw_mobilenetv2_050``
-(4x), filled with :func:`kw_reference.seeded_state` (so only their keys, an input and the output are
-stored), in eval mode at tau = 0.3, with their parameter counts.
+``kw_resnet18`` (1/4x), ``kw_resnet50`` (1/2x, with the nonlocal basis), ``kw_mobilenetv2_050``
+(4x) and ``kw1d2x_mobilenetv2_050`` (their separate 1/2x network), filled with
+:func:`kw_reference.seeded_state` (so only their keys, an input and the output are stored), in eval
+mode at tau = 0.3, with their parameter counts.
 """
 
 from __future__ import annotations

@@ -5,11 +5,12 @@ Examples::
     fmdconv profile --model resnet18 --conv fmd --kernel-num 4 --input-size 224
     fmdconv profile --model mobilenet_v2 --width 0.5 --conv static --conv od:1 --conv od:4 --no-speed
     fmdconv profile --model resnet18 --conv dy --json
+    fmdconv profile --model resnet18 --conv static --conv kw:1/4 --conv kw:4 --conv fd:64 --no-speed
 
 ``--conv KIND[:N]`` may be repeated; ``N`` overrides ``--kernel-num`` for that entry. ``KIND`` is a
-convolution (``static``, ``cond``, ``dy``, ``od``, ``fmd``, ``dcd``, ``fd``) or a feature attention on
-the static ResNet (``se``, ``cbam``, ``eca``); only the kernel mixtures and ``fd`` (its frequency
-groups) take ``:N``.
+convolution (``static``, ``cond``, ``dy``, ``od``, ``fmd``, ``dcd``, ``fd``, ``kw``) or a feature
+attention on the static ResNet (``se``, ``cbam``, ``eca``); only the kernel mixtures and ``fd`` (its
+frequency groups) take ``:N``, and ``kw`` takes its ratio (``kw:1/4`` ... ``kw:4``, default 1).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 
 from fmdconv.cli._arguments import add_device_argument, int_at_least
 from fmdconv.models import KERNEL_MIXTURES, METHODS, create_model, list_models, method_options
+from fmdconv.models.kernelwarehouse import parse_ratio
 from fmdconv.profiling import MODES, ModelProfile, SpeedResult, measure_speed, profile
 
 # The kinds that take a kernel number: the kernel mixtures and FDConv (its frequency groups).
@@ -34,14 +36,16 @@ KERNEL_COUNTED: tuple[str, ...] = (*KERNEL_MIXTURES, "fd")
 class ConvChoice:
     kind: str
     kernel_num: int | None
+    kw_ratio: str | None = None  # KernelWarehouse's ratio ("1/4" ... "4"), for kind "kw"
 
     @property
     def label(self) -> str:
-        return self.kind if self.kernel_num is None else f"{self.kind}:{self.kernel_num}"
+        number = self.kw_ratio if self.kind == "kw" else self.kernel_num
+        return self.kind if number is None else f"{self.kind}:{number}"
 
 
 def conv_choice(text: str) -> ConvChoice:
-    """Parse ``KIND`` or ``KIND:N`` (argparse type)."""
+    """Parse ``KIND``, ``KIND:N`` or ``kw:RATIO`` (argparse type)."""
     kind, _, number = text.partition(":")
     if kind not in METHODS:
         raise argparse.ArgumentTypeError(
@@ -49,6 +53,11 @@ def conv_choice(text: str) -> ConvChoice:
         )
     if not number:
         return ConvChoice(kind, None)
+    if kind == "kw":
+        try:
+            return ConvChoice(kind, None, parse_ratio(number))
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
     if kind not in KERNEL_COUNTED:
         raise argparse.ArgumentTypeError(f"{kind} mixes no kernels: {text!r} takes no :N")
     if not number.isdigit() or int(number) < 1:
@@ -122,6 +131,7 @@ def _report(args: argparse.Namespace, choice: ConvChoice) -> tuple[ModelProfile,
             args.model,
             **method_options(choice.kind),
             kernel_num=kernel_num,
+            **({} if choice.kw_ratio is None else {"kw_ratio": choice.kw_ratio}),
             num_classes=args.num_classes,
             stem=args.stem,
             width=args.width,
@@ -145,6 +155,7 @@ def _entry(
         "model": args.model,
         "conv": choice.kind,
         "kernel_num": kernel_num if choice.kind in KERNEL_COUNTED else None,
+        "kw_ratio": (choice.kw_ratio or "1") if choice.kind == "kw" else None,
         "width": args.width,
         "stem": args.stem,
         "params": counts.params,
@@ -157,6 +168,7 @@ def _entry(
 
 def _single_text(entry: dict, counts: ModelProfile, speed: SpeedResult | None, layers: bool) -> str:
     kernels = "" if entry["kernel_num"] is None else f", kernel_num={entry['kernel_num']}"
+    kernels += "" if entry["kw_ratio"] is None else f", kw_ratio={entry['kw_ratio']}"
     lines = [
         f"{entry['model']} (conv={entry['conv']}{kernels}), input {'x'.join(map(str, counts.input_size))}",
         f"params  {counts.params:,} ({_format_count(counts.params)})",
@@ -177,9 +189,10 @@ def _comparison_text(entries: list[dict]) -> str:
     header = ["conv", "kernels", "params", "MACs", *(["median ms", "vs first"] if timed else [])]
     rows = []
     for entry in entries:
+        kernels = "-" if entry["kernel_num"] is None else str(entry["kernel_num"])
         row = [
             entry["conv"],
-            "-" if entry["kernel_num"] is None else str(entry["kernel_num"]),
+            kernels if entry["kw_ratio"] is None else f"{entry['kw_ratio']}x",
             _format_count(entry["params"]),
             _format_count(entry["macs"]),
         ]

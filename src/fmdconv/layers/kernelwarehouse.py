@@ -90,6 +90,8 @@ class Warehouse(nn.Module):
         cell_out, cell_in: the cell's output and input channels.
         cell_num_ratio: n over the number of cells of the kernels it serves (the attention uses it
             to tell a layer's own cells from the others, and the one-hot assignment from it).
+        spatial_dims: the cells' trailing 1s: 2 (default) for convolutions, 1 for the warehouse of a
+            :class:`KWLinear` (the authors' 1-D cells, so that their checkpoints load unchanged).
     """
 
     def __init__(
@@ -100,12 +102,16 @@ class Warehouse(nn.Module):
         cell_num_ratio: float = 1.0,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        spatial_dims: int = 2,
     ) -> None:
         super().__init__()
         for name, value in (("num_cells", num_cells), ("cell_out", cell_out), ("cell_in", cell_in)):
             check_int("Warehouse", name, value)
+        if spatial_dims not in (1, 2):
+            raise ValueError(f"Warehouse: spatial_dims must be 1 or 2, got {spatial_dims!r}")
         self.cell_num_ratio = _check_ratio("Warehouse", "cell_num_ratio", cell_num_ratio)
-        self.cells = nn.Parameter(torch.empty(num_cells, cell_out, cell_in, 1, 1, device=device, dtype=dtype))
+        shape = (num_cells, cell_out, cell_in, *(1,) * spatial_dims)
+        self.cells = nn.Parameter(torch.empty(shape, device=device, dtype=dtype))
         # (start, end) cell ranges assigned to the layers, in order; reset_parameters uses them.
         self.layer_ranges: list[tuple[int, int]] = []
         self.reset_parameters()
@@ -119,11 +125,12 @@ class Warehouse(nn.Module):
         cell_out_ratio: float = 1.0,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        spatial_dims: int = 2,
     ) -> Warehouse:
         """The warehouse of the kernels ``shapes`` (C_out, C_in/g, kh, kw each), as the authors size it.
 
         Cell planes ``max(int(gcd * ratio), 1)`` of the gcds of the output and of the input channels;
-        n = ``max(int(total cells * cell_num_ratio), 1)``.
+        n = ``max(int(total cells * cell_num_ratio), 1)``. ``spatial_dims``: as in the constructor.
         """
         if not shapes:
             raise ValueError("Warehouse.for_kernels: shapes must name at least one kernel")
@@ -133,7 +140,7 @@ class Warehouse(nn.Module):
         cell_out = max(int(reduce(math.gcd, (s[0] for s in shapes)) * cell_out_ratio), 1)
         cell_in = max(int(reduce(math.gcd, (s[1] for s in shapes)) * cell_in_ratio), 1)
         total = sum(cell_mixtures(s, cell_out, cell_in) for s in shapes)
-        return cls(max(int(total * ratio), 1), cell_out, cell_in, ratio, device, dtype)
+        return cls(max(int(total * ratio), 1), cell_out, cell_in, ratio, device, dtype, spatial_dims)
 
     @property
     def num_cells(self) -> int:
@@ -156,7 +163,7 @@ class Warehouse(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"num_cells={self.num_cells}, cell=({self.cell_out}, {self.cell_in}, 1, 1), "
+            f"num_cells={self.num_cells}, cell={tuple(self.cells.shape[1:])}, "
             f"cell_num_ratio={self.cell_num_ratio:g}"
         )
 
@@ -506,6 +513,49 @@ class KWConv2d(nn.Module):
         if self.padding_mode != "zeros":
             text += f", padding_mode={self.padding_mode!r}"
         return text
+
+
+class KWLinear(nn.Module):
+    """A KernelWarehouse fully connected layer: a 1x1 :class:`KWConv2d` over the features.
+
+    As the authors' ``KWLinear`` (their MobileNetV2 1/2x classifier): an input (B, ..., in_features)
+    is read as B samples of ``in_features`` channels over the positions ``...`` (pooled by the
+    attention), and the layer is the 1x1 convolution ``conv`` (the authors' name, so their keys
+    load unchanged). Takes :class:`KWConv2d`'s options; the bias is on by default, as theirs.
+
+    Examples:
+        >>> import torch
+        >>> from fmdconv.layers.kernelwarehouse import KWLinear
+        >>> KWLinear(64, 10, cell_num_ratio=0.5, cell_in_ratio=0.25)(torch.randn(2, 64)).shape
+        torch.Size([2, 10])
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        **options: object,
+    ) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.conv = KWConv2d(in_features, out_features, 1, bias=bias, device=device, dtype=dtype, **options)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Map ``x`` (B, ..., in_features) to (B, ..., out_features)."""
+        if x.dim() < 2 or x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"{type(self).__name__}: expected an input (B, ..., {self.in_features}), got shape "
+                f"{tuple(x.shape)}"
+            )
+        positions = x.reshape(x.shape[0], -1, self.in_features).transpose(1, 2)[..., None]
+        y = self.conv(positions)[..., 0].transpose(1, 2)
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}"
 
 
 def kw_layers(model: nn.Module) -> list[KWConv2d]:

@@ -18,7 +18,12 @@ MobileNetV2
     Every convolution, the stem and the depthwise ones included. The blocks are grouped into the
     stages 1-6 of the authors' ``kw_stage_setting``; a stage's first block takes the previous
     stage's warehouses. Each stage has one warehouse for its depthwise and one for its 1x1
-    convolutions (4x: one for the expansions and one for the projections); the stem has its own.
+    convolutions (4x and 1/2x: one for the expansions and one for the projections); the stem has its
+    own. 1/2x is the authors' separate ``kw1d2x_mobilenetv2``: the 1x1 convolutions of stages 1-5
+    stay static, the classifier is a :class:`~fmdconv.layers.kernelwarehouse.KWLinear` with its own
+    warehouse, the attention is narrower (reduction 1/32), and only the 1x1 and classifier
+    warehouses are at half the cells (the 1x1 ones with half cell planes too, the classifier's
+    cells taking 1/40 of its input features); the stem and depthwise warehouses stay at 1x.
 """
 
 from __future__ import annotations
@@ -29,15 +34,21 @@ from fractions import Fraction
 from torch import Tensor, nn
 
 from fmdconv.layers import KWConv2d, Warehouse
+from fmdconv.layers.kernelwarehouse import KWLinear
 
 KW_RATIOS = ("1/4", "1/2", "1", "2", "4")
 # create_model options of conv="kw" besides kw_ratio (the fields of KWSettings).
 KW_SETTING_OPTIONS = ("cell_num_ratio", "cell_plane_ratio", "nonlocal_basis_ratio", "reduction")
 KW_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v2")
-MOBILENET_V2_RATIOS = ("1", "4")
+MOBILENET_V2_RATIOS = ("1/2", "1", "4")
 # The authors' MobileNetV2 stages of the seven inverted-residual settings, and its tau schedule length.
 MOBILENET_V2_STAGES = (1, 2, 3, 4, 5, 6, 6)
 MOBILENET_V2_WARM_EPOCHS = 15.0
+# The authors' MobileNetV2 1/2x: the stages whose 1x1 convolutions are dynamic, its attention
+# reduction, and the classifier cells' share of the input features (32 of 1280).
+MOBILENET_V2_HALF_POINTWISE_STAGES = (6,)
+MOBILENET_V2_HALF_REDUCTION = 0.03125
+MOBILENET_V2_HALF_CLASSIFIER_IN_RATIO = 0.025
 # ResNet-50's 1/2x factorises the other layers' cell logits through a basis (``nonlocal_basis_ratio``).
 RESNET50_BASIS_RATIO = 0.0625
 
@@ -68,7 +79,8 @@ def parse_ratio(kw_ratio: object) -> str:
 
 def kw_settings(model: str, kw_ratio: object = 1, **overrides: float) -> KWSettings:
     """The authors' settings for ``model`` at ``kw_ratio``: cell_num_ratio = the ratio; below 1x the
-    cell planes are halved (and ResNet-50 factorises the nonlocal logits, basis ratio 1/16).
+    cell planes are halved (and ResNet-50 factorises the nonlocal logits, basis ratio 1/16;
+    MobileNetV2 1/2x has reduction 1/32 and its own layout, see the module docstring).
 
     ``overrides``: ``cell_num_ratio``, ``cell_plane_ratio``, ``nonlocal_basis_ratio``, ``reduction``.
     """
@@ -77,8 +89,8 @@ def kw_settings(model: str, kw_ratio: object = 1, **overrides: float) -> KWSetti
     ratio = parse_ratio(kw_ratio)
     if model == "mobilenet_v2" and ratio not in MOBILENET_V2_RATIOS:
         raise ValueError(
-            f"mobilenet_v2 with conv='kw' takes kw_ratio {' or '.join(MOBILENET_V2_RATIOS)} (the authors' "
-            f"layouts; their 1/2x is a different network), got {kw_ratio!r}"
+            f"mobilenet_v2 with conv='kw' takes kw_ratio {', '.join(MOBILENET_V2_RATIOS)} (the authors' "
+            f"layouts), got {kw_ratio!r}"
         )
     value = float(Fraction(ratio))
     below = value < 1
@@ -87,7 +99,7 @@ def kw_settings(model: str, kw_ratio: object = 1, **overrides: float) -> KWSetti
         "cell_num_ratio": value,
         "cell_plane_ratio": 0.5 if below else 1.0,
         "nonlocal_basis_ratio": RESNET50_BASIS_RATIO if below and deep else 1.0,
-        "reduction": 0.0625,
+        "reduction": MOBILENET_V2_HALF_REDUCTION if model == "mobilenet_v2" and below else 0.0625,
     }
     unknown = sorted(set(overrides) - set(settings))
     if unknown:
@@ -103,11 +115,19 @@ class KWSlot(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: int, groups: int
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int,
+        padding: int,
+        groups: int,
+        linear: bool = False,
     ) -> None:
         super().__init__()
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
         self.stride, self.padding, self.groups = stride, padding, groups
+        self.linear = linear  # a fully connected layer (a KWLinear), not a convolution
 
     @property
     def kernel_shape(self) -> tuple[int, int, int, int]:
@@ -157,9 +177,13 @@ def _mobilenet_v2_stages() -> list[int]:
     return stages
 
 
-def _mobilenet_v2_warehouse(model: nn.Module, name: str, slot: KWSlot, separate_pointwise: bool) -> str:
-    """The warehouse of a MobileNetV2 slot: ``stage0_conv`` (stem), ``stage{s}_dw`` / ``_pw`` (4x:
-    ``_pw0`` expansions, ``_pw1`` projections and the last 1x1 convolution)."""
+def _mobilenet_v2_warehouse(name: str, slot: KWSlot, ratio: str) -> str | None:
+    """The warehouse of a MobileNetV2 slot at ``ratio``: ``stage0_conv`` (stem), ``stage{s}_dw`` /
+    ``_pw`` (4x and 1/2x: ``_pw0`` expansions, ``_pw1`` projections and the last 1x1 convolution),
+    ``classifier`` (1/2x); None: static (1/2x: the 1x1 convolutions outside stage 6)."""
+    if slot.linear:
+        return "classifier"
+    separate_pointwise = ratio != "1"
     parts = name.split(".")
     position = int(parts[1])
     blocks = _mobilenet_v2_stages()
@@ -174,10 +198,25 @@ def _mobilenet_v2_warehouse(model: nn.Module, name: str, slot: KWSlot, separate_
     stage = blocks[position - 1]
     if slot.groups > 1:
         return f"stage{stage}_dw"
+    if ratio == "1/2" and stage not in MOBILENET_V2_HALF_POINTWISE_STAGES:
+        return None
     if not separate_pointwise:
         return f"stage{stage}_pw"
     expansion = parts[3] == "0" and len(parts) == 5  # features.k.conv.0.0: the first ConvBNReLU6
     return f"stage{stage}_pw0" if expansion else f"stage{stage}_pw1"
+
+
+def _warehouse_ratios(name: str, key: str, settings: KWSettings) -> tuple[float, float, float]:
+    """(cell_num_ratio, cell_in_ratio, cell_out_ratio) of warehouse ``key``: the settings' ratio and
+    cell planes, except in MobileNetV2 1/2x (the stem and depthwise warehouses at 1x, the
+    classifier's cells 1/40 of its inputs by all its outputs)."""
+    plane = settings.cell_plane_ratio
+    if name == "mobilenet_v2" and settings.ratio == "1/2":
+        if key == "classifier":
+            return settings.cell_num_ratio, MOBILENET_V2_HALF_CLASSIFIER_IN_RATIO, 1.0
+        if not key.endswith(("_pw0", "_pw1")):
+            return 1.0, 1.0, 1.0
+    return settings.cell_num_ratio, plane, plane
 
 
 def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
@@ -192,11 +231,16 @@ def share_warehouses(model: nn.Module, name: str, settings: KWSettings) -> nn.Mo
     authors' ``warehouse_manager.weights``) and ``model.warehouse_names``. Each layer's own cells
     follow those of the layers before it in module order, as the authors assign them.
     """
+    if name == "mobilenet_v2" and settings.ratio == "1/2":
+        linear = model.get_submodule("classifier.1")
+        _replace(
+            model, "classifier.1", KWSlot(linear.in_features, linear.out_features, 1, 1, 0, 1, linear=True)
+        )
     slots = [(n, m) for n, m in model.named_modules() if isinstance(m, KWSlot)]
     keys: dict[str, str | None] = {}
     for slot_name, slot in slots:
         if name == "mobilenet_v2":
-            keys[slot_name] = _mobilenet_v2_warehouse(model, slot_name, slot, settings.cell_num_ratio > 1)
+            keys[slot_name] = _mobilenet_v2_warehouse(slot_name, slot, settings.ratio)
         else:
             keys[slot_name] = _resnet_warehouse(model, slot_name, slot)
     shapes: dict[str, list[tuple[int, int, int, int]]] = {}
@@ -204,9 +248,11 @@ def share_warehouses(model: nn.Module, name: str, settings: KWSettings) -> nn.Mo
         key = keys[slot_name]
         if key is not None:
             shapes.setdefault(key, []).append(slot.kernel_shape)
-    plane = settings.cell_plane_ratio
+    linear_keys = {keys[slot_name] for slot_name, slot in slots if slot.linear}
     warehouses = {
-        key: Warehouse.for_kernels(kernels, settings.cell_num_ratio, plane, plane)
+        key: Warehouse.for_kernels(
+            kernels, *_warehouse_ratios(name, key, settings), spatial_dims=1 if key in linear_keys else 2
+        )
         for key, kernels in shapes.items()
     }
     next_cell = dict.fromkeys(warehouses, 0)
@@ -217,23 +263,31 @@ def share_warehouses(model: nn.Module, name: str, settings: KWSettings) -> nn.Mo
             _replace(model, slot_name, slot.static())
             continue
         warehouse = warehouses[key]
-        layer = KWConv2d(
-            slot.in_channels,
-            slot.out_channels,
-            slot.kernel_size,
-            slot.stride,
-            slot.padding,
-            groups=slot.groups,
-            warehouse=warehouse,
-            start_cell=next_cell[key],
-            reduction=settings.reduction,
-            nonlocal_basis_ratio=settings.nonlocal_basis_ratio,
-        )
+        options = {
+            "warehouse": warehouse,
+            "start_cell": next_cell[key],
+            "reduction": settings.reduction,
+            "nonlocal_basis_ratio": settings.nonlocal_basis_ratio,
+        }
+        if slot.linear:  # the authors' KWLinear classifier, with its bias
+            module: nn.Module = KWLinear(slot.in_channels, slot.out_channels, **options)
+            layer = module.conv
+        else:
+            layer = KWConv2d(
+                slot.in_channels,
+                slot.out_channels,
+                slot.kernel_size,
+                slot.stride,
+                slot.padding,
+                groups=slot.groups,
+                **options,
+            )
+            module = layer
         if warm_epochs is not None:
             layer.warm_epochs = warm_epochs
         warehouse.layer_ranges.append((layer.start_cell, layer.end_cell))
         next_cell[key] = layer.end_cell
-        _replace(model, slot_name, layer)
+        _replace(model, slot_name, module)
     for key, warehouse in warehouses.items():
         if next_cell[key] != warehouse.num_cells:
             raise RuntimeError(

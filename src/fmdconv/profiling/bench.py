@@ -2,7 +2,8 @@
 
 For each setting (architecture, stem, image size, batch size, mode; :mod:`.bench_settings`) every
 variant is timed: the static network; each dynamic method at n = 1 and n = 4 with the automatic
-formulation; FMDConv and ODConv with each exact formulation forced on every layer, so the automatic
+formulation, and in some settings KernelWarehouse 1x and 4x and FDConv with 64 frequency groups;
+FMDConv and ODConv with each exact formulation forced on every layer, so the automatic
 choice can be checked against the fastest of them (:mod:`.bench_targets`); the same network computed
 the naive way (every layer with the batch folded into the groups of one convolution and the channel
 attentions applied to the feature maps, what the authors' code does); in some settings the
@@ -130,7 +131,11 @@ def _build(
             variant.conv, releases[variant.conv], arch, num_classes, variant.kernel_num
         )
     else:
-        options = {} if variant.conv == "static" else {"kernel_num": variant.kernel_num}
+        options: dict[str, int] = {}
+        if variant.conv == "kw":
+            options["kw_ratio"] = variant.kernel_num
+        elif variant.conv != "static":
+            options["kernel_num"] = variant.kernel_num
         model = create_model(arch, conv=variant.conv, num_classes=num_classes, stem=stem, **options)
     model = model.to(device)
     return model.to(memory_format=torch.channels_last) if variant.channels_last else model

@@ -23,6 +23,9 @@ AUTO = "auto"
 class Variant:
     """A network of the benchmark: ``conv`` kind, kernel number, and how it is computed.
 
+    ``kernel_num`` is KernelWarehouse's ratio for ``conv="kw"`` (``kw_ratio``; named ``kw 4x``) and
+    FDConv's number of frequency groups for ``conv="fd"``.
+
     ``formulation``: ``"auto"`` (the library's choice) or one formulation forced on every dynamic
     layer; ``naive``: every dynamic layer ``grouped`` with the channel attentions on the maps;
     ``compiled``: through ``torch.compile``; ``channels_last``: weights and inputs in that memory
@@ -39,7 +42,12 @@ class Variant:
 
     @property
     def name(self) -> str:
-        name = "static" if self.conv == "static" else f"{self.conv} n={self.kernel_num}"
+        if self.conv == "static":
+            name = "static"
+        elif self.conv == "kw":
+            name = f"kw {self.kernel_num}x"
+        else:
+            name = f"{self.conv} n={self.kernel_num}"
         if self.formulation != AUTO:
             name += f" {self.formulation}"
         flags = (
@@ -98,13 +106,17 @@ ALL_VARIANTS: tuple[Variant, ...] = (
 FORCED = (*forced("fmd"), *forced("od"))
 # The authors' FMDConv and ODConv ResNets (ImageNet stem only), timed where their code is given.
 AUTHORS = (Variant("fmd", 4, authors=True), Variant("od", 4, authors=True))
+# The two newest methods, in the authors' settings: KernelWarehouse 1x and 4x, FDConv with the 64
+# frequency groups of the authors' detection models (their own code: benchmarks/bench_kernelwarehouse.py
+# and benchmarks/bench_fdconv.py).
+NEWEST = (Variant("kw", 1), Variant("kw", 4), Variant("fd", 64))
 
 
 def _full_grid(arch: str, rounds: tuple[int, int, int]) -> list[Setting]:
     """Every variant at 32x32 batch 64 (CIFAR stem) and 224x224 batch 1 and 32 (ImageNet stem), plus
     the 112x112 batch-32 training step; ``rounds`` at batch 1, 64 (CIFAR) and 32 (ImageNet)."""
     one, cifar, imagenet = rounds
-    everything = ALL_VARIANTS + FORCED
+    everything = ALL_VARIANTS + NEWEST + FORCED
     return [
         Setting(arch, "cifar", 32, 64, "train", cifar, everything),
         Setting(arch, "cifar", 32, 64, "inference", cifar, everything),
@@ -141,16 +153,22 @@ _LEAN = (
 )
 _CHANNELS_LAST = (Variant("static", channels_last=True), Variant("fmd", 4, channels_last=True))
 DEFAULT_SETTINGS: tuple[Setting, ...] = (
-    Setting("resnet18", "cifar", 32, 64, "train", 3, _TRAINING + FORCED + _CHANNELS_LAST),
+    Setting("resnet18", "cifar", 32, 64, "train", 3, _TRAINING + NEWEST + FORCED + _CHANNELS_LAST),
     Setting("resnet18", "cifar", 32, 64, "inference", 2, _LEAN + FORCED),
     Setting(
-        "resnet18", "imagenet", 224, 1, "inference", 30, ALL_VARIANTS + FORCED + _CHANNELS_LAST + AUTHORS
+        "resnet18",
+        "imagenet",
+        224,
+        1,
+        "inference",
+        30,
+        ALL_VARIANTS + NEWEST + FORCED + _CHANNELS_LAST + AUTHORS,
     ),
-    Setting("resnet18", "imagenet", 112, 32, "train", 3, _LEAN + FORCED + AUTHORS),
+    Setting("resnet18", "imagenet", 112, 32, "train", 3, _LEAN + NEWEST + FORCED + AUTHORS),
     Setting("resnet18", "imagenet", 224, 32, "train", 1, _LEAN + FORCED),
     Setting("resnet18", "imagenet", 224, 32, "inference", 2, _LEAN + FORCED),
     Setting("resnet50", "cifar", 32, 64, "inference", 2, _LEAN),
-    Setting("resnet50", "imagenet", 224, 1, "inference", 5, _LEAN),
+    Setting("resnet50", "imagenet", 224, 1, "inference", 5, _LEAN + NEWEST),
     Setting("resnet50", "imagenet", 224, 32, "inference", 1, _LEAN),
 )
 
