@@ -483,6 +483,13 @@ def layer_choice_key(x: Tensor, attentions: dict[str, Tensor], training: bool) -
     )
 
 
+@torch.compiler.assume_constant_result
+def _choice_while_tracing(layer_choices: LayerChoices, key: tuple[object, ...]) -> str | None:
+    """The layer's choice for ``key``, read once while torch.compile traces: the graph is specialised
+    to it, without guards on the layer's choices (which later eager calls may extend)."""
+    return layer_choices.by_input.get(key)
+
+
 def _capturing(x: Tensor) -> bool:
     return x.is_cuda and torch.cuda.is_current_stream_capturing()
 
@@ -507,15 +514,17 @@ def select_formulation(
     if is_exporting():
         return choose_formulation(attentions, kernel_num, geometry, x.shape, out_channels)
     key = layer_choice_key(x, attentions, training)
-    compiling = torch.compiler.is_compiling()
-    if not compiling and layer_choices.generation != CHOICES.generation:
+    if torch.compiler.is_compiling():
+        chosen = _choice_while_tracing(layer_choices, key)
+        return chosen or choose_formulation(attentions, kernel_num, geometry, x.shape, out_channels)
+    if layer_choices.generation != CHOICES.generation:
         layer_choices.by_input.clear()
         layer_choices.generation = CHOICES.generation
     chosen = layer_choices.by_input.get(key)
     if chosen is not None:
         return chosen
     rule = choose_formulation(attentions, kernel_num, geometry, x.shape, out_channels)
-    if compiling or _capturing(x):
+    if _capturing(x):
         return rule
     mixes = "kernel" in attentions and kernel_num > 1
     if not benchmark_enabled() or ("spatial" not in attentions and not mixes):
