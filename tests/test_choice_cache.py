@@ -163,3 +163,14 @@ def test_measuring_one_signature_is_bounded(monkeypatch):
     rounds.clear()
     formulations.measure_formulations(*arguments)  # milliseconds a round: every round
     assert len(rounds) == formulations.MEASURE_ROUNDS
+
+
+def test_the_cache_directory_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv(choice_cache.CACHE_DIR_ENV, str(tmp_path / "mine"))
+    assert choice_cache.cache_path() == tmp_path / "mine" / choice_cache.CACHE_FILE
+    monkeypatch.delenv(choice_cache.CACHE_DIR_ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert choice_cache.cache_dir() == tmp_path / "xdg" / "fmdconv"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert choice_cache.cache_dir() == tmp_path / "home" / ".cache" / "fmdconv"
