@@ -1,7 +1,16 @@
 import os
+import shutil
+import tempfile
 
 import pytest
 import torch
+
+# The measured formulation choice times candidates on first calls and keeps the winners in the user's
+# cache directory: off for the suite (the hand rule decides, deterministically), and any cache file a
+# test writes goes to a folder of the session's own. Set before fmdconv reads them.
+os.environ["FMDCONV_MEASURE"] = "0"
+_CACHE_DIR = tempfile.mkdtemp(prefix="fmdconv-test-cache-")
+os.environ["FMDCONV_CACHE_DIR"] = _CACHE_DIR
 
 # The triton formulation's tests (test_triton.py) run its kernels in Triton's CPU interpreter. Triton
 # reads this when the kernels are decorated, so it is set before any test can import
@@ -15,6 +24,10 @@ def pytest_configure(config):
     # Every model under test is tiny: one thread is faster, and two OpenMP threads spin badly when
     # the machine is busy (a shared CI box), turning seconds into minutes.
     torch.set_num_threads(1)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_CACHE_DIR, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

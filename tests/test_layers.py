@@ -9,6 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from fmdconv import (
     CONV_KINDS,
@@ -438,6 +439,58 @@ def test_the_rule_picks_the_dedicated_paths():
     assert choice(deep, (1, 64, 32, 32)) == "mixed"  # no kernel attention: one kernel for all samples
 
 
+class OutputSizes(TorchDispatchMode):
+    """The number of elements of every tensor each dispatched op returns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[tuple[str, int]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, tuple | list) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.sizes.append((func.overloadpacket.__name__, t.numel()))
+        return out
+
+
+VIEWS = {
+    "view",
+    "_unsafe_view",
+    "reshape",
+    "permute",
+    "t",
+    "transpose",
+    "expand",
+    "unsqueeze",
+    "slice",
+    "alias",
+}
+
+
+@pytest.mark.parametrize("cls", [FMDConv2d, ODConv2d])
+@pytest.mark.parametrize("formulation", ["grouped", "matmul"])
+@pytest.mark.parametrize(("channels", "side"), [(32, 4), (8, 16)], ids=["deep", "early"])
+def test_inference_mixes_each_kernel_once_without_larger_temporaries(cls, formulation, channels, side):
+    # Batch 1, no autograd: one op makes a kernel-sized tensor, the mix of the n kernels; the
+    # spatial attention, and the channel attentions where they are folded into the kernel (the
+    # early layer, whose kernel is smaller than its map), scale it in place.
+    layer = randomise(cls(channels, channels, 3, padding=1, kernel_num=4)).eval()
+    layer.formulation = formulation
+    x = torch.randn(1, channels, side, side)
+    expected = reference_forward(layer, x)
+    with torch.no_grad(), OutputSizes() as recorded:
+        actual = layer(x)
+    torch.testing.assert_close(actual, expected, **TOLERANCE)
+    kernel = layer.weight[0].numel()
+    allocated = [
+        (name, size) for name, size in recorded.sizes if name not in VIEWS and not name.endswith("_")
+    ]
+    assert [name for name, size in allocated if size == kernel] == ["mm"], recorded.sizes
+    if channels == 32:
+        assert max(size for _, size in allocated) == kernel
+
+
 def test_set_formulation():
     model = nn.Sequential(FMDConv2d(4, 4, 3), ODConv2d(4, 4, 3))
     assert set_formulation(model, "matmul") == 2
@@ -494,6 +547,21 @@ def test_bad_inputs_name_expected_and_received():
         layer(torch.randn(2, 8, 9, 9, 1))
     with pytest.raises(ValueError, match="expected a 4-D input"):
         layer(torch.randn(8, 9))
+
+
+@pytest.mark.parametrize("cls", METHODS)
+def test_a_wrong_input_dtype_names_the_layers_dtype(cls):
+    layer = cls(8, 8, 3)
+    # The dtype the layer expects, not PyTorch's "mat1 and mat2 must have the same dtype" from inside.
+    with pytest.raises(
+        TypeError, match=rf"^{cls.__name__}: expected a torch\.float32 input .* got torch\.int64"
+    ):
+        layer(torch.ones(2, 8, 9, 9, dtype=torch.long))
+    with pytest.raises(TypeError, match=r"expected a torch\.float32 input .* got torch\.float64; convert"):
+        layer(torch.randn(2, 8, 9, 9, dtype=torch.float64))
+    assert layer.double()(torch.randn(2, 8, 9, 9, dtype=torch.float64)).dtype == torch.float64
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast computes in its own dtype: accepted
+        assert layer.float()(torch.randn(2, 8, 9, 9, dtype=torch.bfloat16)).dtype == torch.bfloat16
 
 
 @pytest.mark.parametrize("cls", METHODS)

@@ -45,9 +45,9 @@ def count_train_call(layer: nn.Module, x: torch.Tensor) -> tuple[OpCounter, OpCo
 CEILINGS = {
     nn.Conv2d: (1, 6),
     CondConv2d: (13, 37),
-    DyConv2d: (17, 46),
-    ODConv2d: (34, 77),
-    FMDConv2d: (35, 86),
+    DyConv2d: (17, 39),
+    ODConv2d: (32, 62),
+    FMDConv2d: (34, 70),
 }
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fmdconv import CondConv2d, DyConv2d, FMDConv2d, ODConv2d, set_formulation
-from fmdconv.layers import formulations
+from fmdconv.layers import choice_cache, formulations
 from fmdconv.models import create_model
 from reference import small_net
 
@@ -14,8 +14,11 @@ METHODS = (CondConv2d, DyConv2d, ODConv2d, FMDConv2d)
 
 
 @pytest.fixture(autouse=True)
-def _fresh_choices():
-    saved = formulations.benchmark
+def _fresh_choices(tmp_path, monkeypatch):
+    """Each test starts with no measured choice, a cache file of its own, and measuring as the suite
+    has it (off) when it ends."""
+    monkeypatch.setenv(choice_cache.CACHE_DIR_ENV, str(tmp_path))
+    saved = choice_cache.benchmark
     formulations.clear_benchmark_cache()
     yield
     formulations.set_benchmark(saved)
@@ -78,7 +81,7 @@ def test_a_choice_is_cached_per_signature(measurements):
     assert len(formulations.benchmark_choices()) == 4
 
 
-def test_opt_out_forcing_and_static_paths_never_time(measurements):
+def test_opt_out_forcing_and_static_paths_never_time(measurements, monkeypatch):
     x = torch.randn(2, 8, 6, 6)
     formulations.set_benchmark(False)
     FMDConv2d(8, 8, 3, padding=1)(x)
@@ -88,9 +91,11 @@ def test_opt_out_forcing_and_static_paths_never_time(measurements):
     forced(x)
     FMDConv2d(8, 8, 3, padding=1, kernel_num=1)(x)  # one static convolution: nothing to choose
     assert measurements == []
-    assert formulations.benchmark_enabled(torch.device("cuda"))
-    formulations.set_benchmark(None)
-    assert formulations.benchmark_enabled(torch.device("cuda")) == formulations.BENCHMARK_BY_DEFAULT["cuda"]
+    assert formulations.benchmark_enabled()
+    formulations.set_benchmark(None)  # back to the environment, which the suite sets to 0
+    assert not formulations.benchmark_enabled()
+    monkeypatch.setenv(choice_cache.MEASURE_ENV, "1")
+    assert formulations.benchmark_enabled()
     with pytest.raises(ValueError, match="enabled must be True, False or None, got 'yes'"):
         formulations.set_benchmark("yes")
 

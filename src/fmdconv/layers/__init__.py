@@ -24,7 +24,12 @@ from fmdconv.layers.feature_attention import (
     SqueezeExcitation,
     create_feature_attention,
 )
-from fmdconv.layers.formulations import FORMULATIONS, clear_benchmark_cache, set_benchmark
+from fmdconv.layers.formulations import (
+    FORMULATIONS,
+    clear_benchmark_cache,
+    measurement_report,
+    set_benchmark,
+)
 from fmdconv.layers.kernelwarehouse import KW_ATTENTION_NAMES, KWAttention, KWConv2d, Warehouse, kw_layers
 from fmdconv.layers.methods import CondConv2d, DyConv2d, FMDConv2d, ODConv2d
 from fmdconv.layers.registry import (
@@ -98,6 +103,7 @@ __all__ = [
     "dynamic_layers",
     "kw_layers",
     "kw_schedule",
+    "measurement_report",
     "method_info",
     "method_names",
     "paper_schedules",

@@ -15,11 +15,13 @@ does, which gives logits of tens that the initial temperature of 30-34 hides unt
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fmdconv.layers.helpers import batch_norm
+from fmdconv.layers.conv_primitives import is_exporting
 
 ATTENTION_INITS = ("zero", "authors")
 
@@ -80,18 +82,28 @@ class GateTrunk(nn.Module):
         """The logits of the heads ``names`` (default: all, in :attr:`heads` order), side by side.
 
         One matrix product computes every head (their weights concatenated at call time, so the
-        parameters keep one ``Linear`` per head); :meth:`split` cuts the result per head.
+        parameters keep one ``Linear`` per head); :meth:`split` cuts the result per head. Where
+        autograd records the call, the whole trunk is one node with a hand-written backward
+        (:class:`_TrunkLogits`).
         """
-        hidden = self.fc(pooled)
-        hidden = batch_norm(self.bn, hidden)
-        # threshold(h, 0, 0) is ReLU whose backward reads its input: no saved copy of the output.
-        hidden = F.threshold(hidden, 0.0, 0.0)
         heads = [self.heads[name] for name in (self.heads if names is None else names)]
-        if len(heads) == 1:
-            return heads[0](hidden)
-        weight = torch.cat([head.weight for head in heads])
-        bias = torch.cat([head.bias for head in heads])
-        return torch.addmm(bias, hidden, weight.t())
+        norm = self.bn
+        # At batch 1 in training: the running statistics, left unchanged (see the class docstring).
+        batch_statistics = norm.training and pooled.shape[0] > 1
+        momentum = 0.0
+        if batch_statistics:
+            norm.num_batches_tracked.add_(1)
+            momentum = 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum
+        parameters = (self.fc.weight, norm.weight, norm.bias, *(p for h in heads for p in (h.weight, h.bias)))
+        if not _records_autograd(pooled, parameters):
+            hidden = F.batch_norm(
+                self.fc(pooled), norm.running_mean, norm.running_var, norm.weight, norm.bias,
+                batch_statistics, momentum, norm.eps,
+            )  # fmt: skip
+            return _head_logits(F.threshold(hidden, 0.0, 0.0), heads)
+        return _TrunkLogits.apply(
+            pooled, norm.running_mean, norm.running_var, batch_statistics, momentum, norm.eps, *parameters
+        )
 
     def split(self, logits: Tensor, names: tuple[str, ...] | None = None) -> dict[str, Tensor]:
         """:meth:`forward`'s logits for ``names`` as one (B, size) tensor per head."""
@@ -127,7 +139,12 @@ class KernelMLP(nn.Module):
         init_attention_linear(self.fc2, zero=self.attention_init == "zero")
 
     def forward(self, pooled: Tensor) -> Tensor:
-        return self.fc2(F.threshold(self.fc1(pooled), 0.0, 0.0))  # ReLU, see GateTrunk.forward
+        """The kernel logits (B, n); one autograd node with a hand-written backward where autograd
+        records the call (:class:`_MLPLogits`)."""
+        parameters = (self.fc1.weight, self.fc2.weight, self.fc2.bias)
+        if not _records_autograd(pooled, parameters):
+            return self.fc2(F.threshold(self.fc1(pooled), 0.0, 0.0))  # ReLU, see _TrunkLogits
+        return _MLPLogits.apply(pooled, *parameters)
 
 
 class KernelRouting(nn.Module):
@@ -173,3 +190,104 @@ class SharedRouting(KernelRouting):
             )
         pooled = x.mean((2, 3)) if x.dim() == 4 else x
         return torch.sigmoid(self.fc(pooled))
+
+
+def _records_autograd(pooled: Tensor, parameters: tuple[Tensor, ...]) -> bool:
+    """Whether an attention path's call is for autograd to record as one node with its hand-written
+    backward: where a gradient is wanted, and not while torch.compile traces (it derives its own
+    backward), exporting, or under autocast (which the hand-written backward does not replay)."""
+    if not torch.is_grad_enabled() or not any(t.requires_grad for t in (pooled, *parameters)):
+        return False
+    compiling = torch.compiler.is_compiling() or is_exporting()
+    return not compiling and not torch.is_autocast_enabled(pooled.device.type)
+
+
+def _head_logits(hidden: Tensor, heads: list[nn.Linear]) -> Tensor:
+    """The logits of ``heads`` on ``hidden``, side by side: one product for all of them."""
+    if len(heads) == 1:
+        return F.linear(hidden, heads[0].weight, heads[0].bias)
+    weight = torch.cat([head.weight for head in heads])
+    bias = torch.cat([head.bias for head in heads])
+    return torch.addmm(bias, hidden, weight.t())
+
+
+class _TrunkLogits(torch.autograd.Function):
+    """The gate trunk's heads' logits, ``heads(relu(bn(fc(pooled))))``, as one autograd node.
+
+    Autograd would record each step (the products, their transposes, the concatenation of the heads,
+    the normalisation, the ReLU) and run a backward for each; this backward computes the same
+    gradients with about half the ops. ReLU is ``threshold(h, 0, 0)``, whose backward reads the
+    output, so no copy of the pre-activation is kept. Inputs after ``eps``: the trunk FC's weight,
+    the BatchNorm's weight and bias, then each head's weight and bias.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        pooled: Tensor,
+        running_mean: Tensor,
+        running_var: Tensor,
+        batch_statistics: bool,
+        momentum: float,
+        eps: float,
+        fc_weight: Tensor,
+        bn_weight: Tensor,
+        bn_bias: Tensor,
+        *head_parameters: Tensor,
+    ) -> Tensor:
+        hidden = pooled.mm(fc_weight.t())
+        normalised, mean, invstd = torch.native_batch_norm(
+            hidden, bn_weight, bn_bias, running_mean, running_var, batch_statistics, momentum, eps
+        )
+        activated = normalised.relu_()
+        weights, biases = head_parameters[::2], head_parameters[1::2]
+        weight = torch.cat(weights) if len(weights) > 1 else weights[0]
+        bias = torch.cat(biases) if len(biases) > 1 else biases[0]
+        # The running statistics enter the backward only where they normalised (not updated by this
+        # call, which a later call's update would otherwise invalidate).
+        running = (None, None) if batch_statistics else (running_mean, running_var)
+        ctx.save_for_backward(pooled, fc_weight, hidden, bn_weight, *running, mean, invstd, activated, weight)
+        ctx.batch_statistics, ctx.eps = batch_statistics, eps
+        ctx.sizes = [w.shape[0] for w in weights]
+        return torch.addmm(bias, activated, weight.t())
+
+    @staticmethod
+    def backward(ctx: Any, grad_logits: Tensor) -> tuple[Tensor | None, ...]:
+        pooled, fc_weight, hidden, bn_weight, running_mean, running_var, mean, invstd, activated, weight = (
+            ctx.saved_tensors
+        )
+        grad_weight = grad_logits.t().mm(activated)
+        grad_bias = grad_logits.sum(0)
+        grad_activated = torch.ops.aten.threshold_backward(grad_logits.mm(weight), activated, 0.0)
+        grad_hidden, grad_bn_weight, grad_bn_bias = torch.ops.aten.native_batch_norm_backward(
+            grad_activated, hidden, bn_weight, running_mean, running_var, mean, invstd,
+            ctx.batch_statistics, ctx.eps, [True, True, True],
+        )  # fmt: skip
+        grad_pooled = grad_hidden.mm(fc_weight) if ctx.needs_input_grad[0] else None
+        grad_fc = grad_hidden.t().mm(pooled)
+        sizes = ctx.sizes
+        if len(sizes) == 1:
+            head_grads = [grad_weight, grad_bias]
+        else:
+            pairs = zip(grad_weight.split(sizes), grad_bias.split(sizes), strict=True)
+            head_grads = [grad for pair in pairs for grad in pair]
+        return (grad_pooled, None, None, None, None, None, grad_fc, grad_bn_weight, grad_bn_bias, *head_grads)
+
+
+class _MLPLogits(torch.autograd.Function):
+    """The kernel MLP's logits, ``fc2(relu(fc1(pooled)))``, as one autograd node (see
+    :class:`_TrunkLogits`)."""
+
+    @staticmethod
+    def forward(ctx: Any, pooled: Tensor, fc1_weight: Tensor, fc2_weight: Tensor, fc2_bias: Tensor) -> Tensor:
+        activated = pooled.mm(fc1_weight.t()).relu_()
+        ctx.save_for_backward(pooled, fc1_weight, fc2_weight, activated)
+        return torch.addmm(fc2_bias, activated, fc2_weight.t())
+
+    @staticmethod
+    def backward(ctx: Any, grad_logits: Tensor) -> tuple[Tensor | None, ...]:
+        pooled, fc1_weight, fc2_weight, activated = ctx.saved_tensors
+        grad_fc2 = grad_logits.t().mm(activated)
+        grad_hidden = torch.ops.aten.threshold_backward(grad_logits.mm(fc2_weight), activated, 0.0)
+        grad_pooled = grad_hidden.mm(fc1_weight) if ctx.needs_input_grad[0] else None
+        return grad_pooled, grad_hidden.t().mm(pooled), grad_fc2, grad_logits.sum(0)

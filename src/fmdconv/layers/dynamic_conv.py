@@ -21,9 +21,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fmdconv.layers.attention import GateTrunk, KernelMLP, KernelRouting, check_attention_init
+from fmdconv.layers.dcd import check_input_dtype
 from fmdconv.layers.formulations import (
     CONVOLUTIONS,
     FORMULATIONS,
+    LayerChoices,
     scale_channels,
     select_formulation,
 )
@@ -184,6 +186,7 @@ class DynamicConv2d(nn.Module):
         self.shared_routing = shared_routing
         self.attention_init = attention_init
         self._formulation = "auto"
+        self._choices = LayerChoices()
         self.fold_attentions = True
         self.disabled_attentions: set[str] = set()
 
@@ -308,6 +311,7 @@ class DynamicConv2d(nn.Module):
                 f"{type(self).__name__}: expected a 4-D input (B, C, H, W) or a 3-D one (C, H, W), "
                 f"got shape {tuple(x.shape)}"
             )
+        check_input_dtype(type(self).__name__, x, self.weight.dtype)
         if x.shape[1] != self.in_channels:
             raise ValueError(
                 f"{type(self).__name__}: expected an input with in_channels={self.in_channels} channels, "
@@ -376,9 +380,11 @@ class DynamicConv2d(nn.Module):
                 logits = gate(pooled, names)
                 gates = names[:-1] if names[-1] == "kernel" else names
                 if len(gates) < len(names):  # the kernel head's n logits come last
-                    width = logits.shape[1] - self.kernel_num
-                    kernel_logits = logits[:, width:] if gates else logits
-                    logits = logits[:, :width]
+                    if gates:
+                        width = logits.shape[1] - self.kernel_num
+                        logits, kernel_logits = logits.split([width, self.kernel_num], dim=1)
+                    else:
+                        kernel_logits = logits
                 if gates:
                     values = self.normalise_gate(logits)
                     attentions.update(gate.split(values, gates) if len(gates) > 1 else {gates[0]: values})
@@ -430,7 +436,7 @@ class DynamicConv2d(nn.Module):
         formulation = self.formulation
         if formulation == "auto":
             formulation = select_formulation(
-                x, self.weight, self.bias, attentions, self._geometry, self.training
+                x, self.weight, self.bias, attentions, self._geometry, self.training, self._choices
             )
         y = CONVOLUTIONS[formulation](x, self.weight, self.bias, attentions, self._geometry)
         y = scale_channels(y, on_maps.get("output"))

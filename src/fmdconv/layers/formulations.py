@@ -25,18 +25,20 @@ from the same attentions; a missing attention counts as 1. They differ only in c
     CUDA only (or CPU tensors under ``TRITON_INTERPRET=1``); needs the optional ``triton`` package.
 
 Channel attentions are folded into the per-sample kernel when that touches less memory than
-scaling the feature map, and applied to the feature map otherwise.
+scaling the feature map, and applied to the feature map otherwise. In inference (no autograd) the
+per-sample kernel is mixed in one pass over the n static kernels and then scaled in place, so no
+temporary is larger than the mixed kernels: at batch 1, one kernel's worth.
 
-``"auto"`` picks one per call. With :data:`benchmark` on (the default on CUDA, see
-:func:`benchmark_enabled`) it times the exact candidates (:func:`candidate_formulations`) once per
-call signature and caches the fastest for the process, as ``torch.backends.cudnn.benchmark`` does;
-otherwise, and while exporting or compiling without a cached choice, the hand rule
-:func:`choose_formulation` decides.
+``"auto"`` picks one per call. With measuring on (the default on every device, like
+``torch.backends.cudnn.benchmark``; see :mod:`fmdconv.layers.choice_cache` for the switches and the
+cache file) the first call of a signature times the exact candidates (:func:`candidate_formulations`)
+and keeps the fastest for this process and the next ones on the same machine; each layer also keeps
+its choice per input, so a repeated call is one dictionary lookup. Otherwise, and while exporting or
+compiling without a choice the layer already made, the hand rule :func:`choose_formulation` decides.
 """
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable
 from typing import Literal
@@ -45,6 +47,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fmdconv.layers.choice_cache import (
+    CHOICES,
+    benchmark_choices,
+    benchmark_enabled,
+    clear_benchmark_cache,
+    measurement_report,
+    set_benchmark,
+    signature,
+)
 from fmdconv.layers.conv_primitives import (
     ConvGeometry,
     add_bias,
@@ -53,10 +64,20 @@ from fmdconv.layers.conv_primitives import (
     mixed_bias,
     scale_channels,
 )
-from fmdconv.utils.timing import synchronize
+from fmdconv.utils.timing import time_interleaved
 
-# Re-exported: other layer modules import these from here.
-__all__ = ["ConvGeometry", "is_exporting", "mixed_bias", "scale_channels"]
+# Re-exported: other layer modules import these from here, and the switches of the measured choice.
+__all__ = [
+    "ConvGeometry",
+    "benchmark_choices",
+    "benchmark_enabled",
+    "clear_benchmark_cache",
+    "is_exporting",
+    "measurement_report",
+    "mixed_bias",
+    "scale_channels",
+    "set_benchmark",
+]
 
 Formulation = Literal["grouped", "mixed", "matmul", "triton"]
 Convolution = Callable[[Tensor, Tensor, "Tensor | None", dict[str, Tensor], "ConvGeometry"], Tensor]
@@ -130,6 +151,10 @@ def _per_sample_kernel(
     Returns (C_out, C_in/g, kh, kw) when nothing varies per sample, else the per-sample kernels as
     (B, C_out, C_in/g, kh, kw) or, when only the kernel attention mixes them, flat as
     (B, C_out * C_in/g * kh * kw): the callers reshape it once to what they need.
+
+    The mix reads each static kernel once (a (B, n) x (n, K) product). Where autograd needs nothing
+    (inference), the spatial and channel attentions then scale that product in place, so no
+    temporary is larger than the mixed kernels (:func:`_without_autograd`).
     """
     kernel, spatial = attentions.get("kernel"), attentions.get("spatial")
     n, out_channels = weight.shape[:2]
@@ -144,8 +169,15 @@ def _per_sample_kernel(
         if spatial is None and not (fold_input or fold_output):
             return mixed
         mixed = mixed.view(kernel.shape[0], *weight.shape[1:])
+    # In place only on a per-sample product of our own: never on the weights (kernel None, n = 1).
+    in_place = kernel is not None and _without_autograd(weight, attentions)
     if spatial is not None:
-        mixed = mixed * spatial.view(-1, 1, 1, *spatial.shape[1:])
+        spatial = spatial.view(-1, 1, 1, *spatial.shape[1:])
+        if in_place:
+            mixed.mul_(spatial)
+        else:
+            mixed = mixed * spatial
+            in_place = _without_autograd(weight, attentions)
     if fold_input or fold_output:
         # One product with the (output channel x input channel) scale, B x C_out x C_in/g elements,
         # instead of one per attention over the whole per-sample kernel (k*k times larger).
@@ -156,8 +188,21 @@ def _per_sample_kernel(
             input_scale = attentions["input"].view(batch, groups, 1, in_per_group, 1)
             scale = input_scale if scale is None else scale * input_scale
         shaped = mixed.view(-1, groups, out_per_group, in_per_group, mixed.shape[-2] * mixed.shape[-1])
-        mixed = (shaped * scale).reshape(batch, *weight.shape[1:])
+        if in_place:
+            shaped.mul_(scale)
+        else:
+            mixed = (shaped * scale).reshape(batch, *weight.shape[1:])
     return mixed
+
+
+def _without_autograd(weight: Tensor, attentions: dict[str, Tensor]) -> bool:
+    """Whether no gradient will flow through this call's kernel (inference) and no graph is being
+    exported, so a per-sample kernel may be scaled in place."""
+    if torch.is_grad_enabled() and (
+        weight.requires_grad or any(a.requires_grad for a in attentions.values())
+    ):
+        return False
+    return not is_exporting()
 
 
 def _is_channels_last(weight: Tensor) -> bool:
@@ -342,49 +387,32 @@ CONVOLUTIONS: dict[str, Convolution] = {
 }
 
 
-# --- The measured choice ("auto" with benchmarking on) -----------------------------------------------
+# --- The measured choice ("auto" with measuring on) --------------------------------------------------
 
 # Formulations that run only on some inputs (a device, an optional package): name -> whether it runs
 # compiled on this input, i.e. is worth timing or benchmarking there. A formulation in CONVOLUTIONS
 # without an entry here runs everywhere. (Triton's CPU interpreter is for tests, not for speed.)
 AVAILABILITY: dict[str, Callable[[Tensor], bool]] = {"triton": lambda x: x.is_cuda and _triton_available(x)}
 
-# None: the per-device default of BENCHMARK_BY_DEFAULT; True / False: on / off on every device.
-benchmark: bool | None = None
-# docs/speed.md, "The measured choice": on CUDA the fastest formulation changes with the layer's shape
-# (no single rule fits: H100, one layer each); on the 2-core CPU the rule already picks the fastest
-# formulation almost everywhere, and timing the candidates costs several training steps.
-BENCHMARK_BY_DEFAULT: dict[str, bool] = {"cuda": True}
-BENCHMARK_REPEATS = 3
-
-_chosen: dict[tuple[object, ...], str] = {}
+# Timing one signature: one untimed warm-up round, then interleaved rounds until MEASURE_ROUNDS or, once
+# MEASURE_BUDGET_S seconds have gone by, after the round that passed it (at least one timed round).
+MEASURE_ROUNDS = 5
+MEASURE_BUDGET_S = 1.0
 
 
-def set_benchmark(enabled: bool | None) -> None:
-    """Time the candidates for ``"auto"`` (True), use the hand rule (False), or the per-device default (None).
+class LayerChoices:
+    """One layer's formulation choices by :func:`layer_choice_key`, so that a repeated call is one
+    dictionary lookup; valid while ``choice_cache.CHOICES.generation`` is the one they were made under
+    (measuring switched, choices cleared, the cache file moved)."""
 
-    Like ``torch.backends.cudnn.benchmark``; choices already measured stay cached (see
-    :func:`clear_benchmark_cache`).
-    """
-    global benchmark
-    if enabled is not None and not isinstance(enabled, bool):
-        raise ValueError(f"enabled must be True, False or None, got {enabled!r}")
-    benchmark = enabled
+    __slots__ = ("by_input", "generation")
 
+    def __init__(self) -> None:
+        self.by_input: dict[tuple[object, ...], str] = {}
+        self.generation = CHOICES.generation
 
-def benchmark_enabled(device: torch.device) -> bool:
-    """Whether ``"auto"`` times the candidates on ``device`` (see :data:`benchmark`)."""
-    return BENCHMARK_BY_DEFAULT.get(device.type, False) if benchmark is None else benchmark
-
-
-def clear_benchmark_cache() -> None:
-    """Forget every measured choice (the next call of each signature measures again)."""
-    _chosen.clear()
-
-
-def benchmark_choices() -> dict[tuple[object, ...], str]:
-    """A copy of the measured choices: call signature -> formulation."""
-    return dict(_chosen)
+    def __deepcopy__(self, memo: dict) -> LayerChoices:
+        return LayerChoices()  # a copied layer measures (or finds in the cache) for itself
 
 
 def candidate_formulations(attentions: dict[str, Tensor], x: Tensor) -> tuple[str, ...]:
@@ -403,6 +431,14 @@ def formulation_available(name: str, x: Tensor) -> bool:
     return available is None or available(x)
 
 
+def _layout(t: Tensor) -> str:
+    if t.is_contiguous():
+        return "contiguous"
+    return (
+        "channels_last" if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) else "strided"
+    )
+
+
 def _signature(
     x: Tensor,
     weight: Tensor,
@@ -410,23 +446,48 @@ def _signature(
     attentions: dict[str, Tensor],
     geometry: ConvGeometry,
     training: bool,
-) -> tuple[object, ...]:
-    """What the cost of a call depends on: layer, input, dtypes, device, grad mode, autocast, training."""
+) -> str:
+    """What the cost of a call depends on, as the key of the process's and the file's choices: the
+    layer's geometry, kernels (shape, dtype, layout), bias, the attentions applied, the input's shape,
+    dtype, layout and device, grad mode, training, autocast, and (added by the cache) threads."""
     autocast = torch.is_autocast_enabled(x.device.type)
+    return signature(
+        (
+            geometry,
+            tuple(weight.shape),
+            weight.dtype,
+            "channels_last" if _is_channels_last(weight) else "contiguous",
+            bias is not None,
+            tuple(sorted(attentions)),
+            tuple(x.shape),
+            x.dtype,
+            _layout(x),
+            str(x.device),
+            "grad" if torch.is_grad_enabled() else "no_grad",
+            "train" if training else "eval",
+            torch.get_autocast_dtype(x.device.type) if autocast else None,
+        )
+    )
+
+
+def layer_choice_key(x: Tensor, attentions: dict[str, Tensor], training: bool) -> tuple[object, ...]:
+    """What a layer's cached choice depends on between its calls (its own parameters aside)."""
     return (
-        geometry,
-        tuple(weight.shape),
-        weight.dtype,
-        bias is not None,
-        tuple(sorted(attentions)),
-        tuple(x.shape),
+        x.shape,
         x.dtype,
-        x.is_contiguous(),
         x.device,
+        x.is_contiguous(),
         torch.is_grad_enabled(),
         training,
-        torch.get_autocast_dtype(x.device.type) if autocast else None,
+        tuple(attentions),
     )
+
+
+@torch.compiler.assume_constant_result
+def _choice_while_tracing(layer_choices: LayerChoices, key: tuple[object, ...]) -> str | None:
+    """The layer's choice for ``key``, read once while torch.compile traces: the graph is specialised
+    to it, without guards on the layer's choices (which later eager calls may extend)."""
+    return layer_choices.by_input.get(key)
 
 
 def _capturing(x: Tensor) -> bool:
@@ -440,27 +501,46 @@ def select_formulation(
     attentions: dict[str, Tensor],
     geometry: ConvGeometry,
     training: bool,
+    layer_choices: LayerChoices,
 ) -> str:
-    """The formulation for ``"auto"``: measured and cached where benchmarking is on, else the rule.
+    """The formulation for ``"auto"``: the layer's cached choice for this input, else measured and
+    cached where measuring is on (:mod:`fmdconv.layers.choice_cache`), else the hand rule.
 
-    Never times while exporting (the rule's batch-independent choice), compiling or capturing a
-    CUDA graph (a cached choice if there is one, else the rule).
+    ``layer_choices``: the calling layer's own :class:`LayerChoices`. Never times while exporting
+    (the rule's batch-independent choice), compiling or capturing a CUDA graph (the layer's cached
+    choice if there is one, else the rule).
     """
     kernel_num, out_channels = weight.shape[:2]
-    mixes = "kernel" in attentions and kernel_num > 1
-    if is_exporting() or not benchmark_enabled(x.device) or ("spatial" not in attentions and not mixes):
-        # The last case: one static convolution plus scalings, nothing can beat it.
+    if is_exporting():
         return choose_formulation(attentions, kernel_num, geometry, x.shape, out_channels)
-    key = _signature(x, weight, bias, attentions, geometry, training)
-    chosen = _chosen.get(key)
+    key = layer_choice_key(x, attentions, training)
+    if torch.compiler.is_compiling():
+        chosen = _choice_while_tracing(layer_choices, key)
+        return chosen or choose_formulation(attentions, kernel_num, geometry, x.shape, out_channels)
+    if layer_choices.generation != CHOICES.generation:
+        layer_choices.by_input.clear()
+        layer_choices.generation = CHOICES.generation
+    chosen = layer_choices.by_input.get(key)
     if chosen is not None:
-        return chosen  # the common case once measured: no rule to evaluate
+        return chosen
     rule = choose_formulation(attentions, kernel_num, geometry, x.shape, out_channels)
-    if torch.compiler.is_compiling() or _capturing(x):
+    if _capturing(x):
         return rule
-    times = measure_formulations(x, weight, bias, attentions, geometry, candidate_formulations(attentions, x))
-    chosen = min(times, key=times.__getitem__) if times else rule
-    _chosen[key] = chosen
+    mixes = "kernel" in attentions and kernel_num > 1
+    if not benchmark_enabled() or ("spatial" not in attentions and not mixes):
+        # The second case: one static convolution plus scalings, nothing can beat it.
+        layer_choices.by_input[key] = rule
+        return rule
+    signature_key = _signature(x, weight, bias, attentions, geometry, training)
+    chosen = CHOICES.get(signature_key)
+    if chosen is None or chosen not in CONVOLUTIONS:
+        start = time.perf_counter()
+        times = measure_formulations(
+            x, weight, bias, attentions, geometry, candidate_formulations(attentions, x)
+        )
+        chosen = min(times, key=times.__getitem__) if times else rule
+        CHOICES.put(signature_key, chosen, time.perf_counter() - start)
+    layer_choices.by_input[key] = chosen
     return chosen
 
 
@@ -471,15 +551,18 @@ def measure_formulations(
     attentions: dict[str, Tensor],
     geometry: ConvGeometry,
     names: tuple[str, ...],
-    repeats: int = BENCHMARK_REPEATS,
+    rounds: int = MEASURE_ROUNDS,
+    budget_s: float = MEASURE_BUDGET_S,
 ) -> dict[str, float]:
-    """Median seconds of each formulation in ``names`` for this call: forward, and backward too when
-    grad is enabled and a tensor requires it (a gradient of ones, no random numbers drawn).
+    """The fastest time in seconds of each formulation in ``names`` for this call: forward, and
+    backward too when grad is enabled and a tensor requires it (a gradient of ones, no random
+    numbers drawn).
 
     The candidates run on detached copies with the same ``requires_grad`` flags, so no gradient
-    reaches the caller's tensors and no autograd graph is kept; one untimed round warms each up
-    (cuDNN's own autotuning, lazy initialisation), then ``repeats`` rounds interleave them. A
-    candidate that fails (out of memory, a kernel that does not compile) is left out.
+    reaches the caller's tensors and no autograd graph is kept. One untimed round warms each up
+    (oneDNN's and cuDNN's own set-up, lazy initialisation); then up to ``rounds`` rounds interleave
+    them, stopping after the round in which ``budget_s`` seconds of timing have passed. A candidate
+    whose warm-up fails (out of memory, a kernel that does not compile) is left out.
     """
 
     def leaf(t: Tensor) -> Tensor:
@@ -490,24 +573,27 @@ def measure_formulations(
     attentions_ = {name: leaf(a) for name, a in attentions.items()}
     needs_grad = [t for t in (x_, weight_, bias_, *attentions_.values()) if t is not None and t.requires_grad]
 
-    def run(convolution: Convolution) -> float:
-        synchronize(x.device)
-        start = time.perf_counter()
-        y = convolution(x_, weight_, bias_, attentions_, geometry)
-        if needs_grad:
-            torch.autograd.grad(y, needs_grad, torch.ones_like(y))
-        synchronize(x.device)
-        return time.perf_counter() - start
+    def call(convolution: Convolution) -> Callable[[], None]:
+        def run() -> None:
+            y = convolution(x_, weight_, bias_, attentions_, geometry)
+            if needs_grad:
+                torch.autograd.grad(y, needs_grad, torch.ones_like(y))
 
-    runs: dict[str, Convolution] = {}
+        return run
+
+    runs: dict[str, Callable[[], None]] = {}
     for name in names:
+        run = call(CONVOLUTIONS[name])
         try:
-            run(CONVOLUTIONS[name])
-        except Exception:  # out of memory, a kernel that does not compile: not a candidate here
+            run()
+        except (RuntimeError, ValueError):  # out of memory, a kernel that does not compile here
             continue
-        runs[name] = CONVOLUTIONS[name]
+        runs[name] = run
     times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, convolution in runs.items():
-            times[name].append(run(convolution))
-    return {name: statistics.median(values) for name, values in times.items()}
+    start = time.perf_counter()
+    for _ in range(rounds):
+        for name, measured in time_interleaved(runs, 1, x.device, warmup=0).items():
+            times[name] += measured
+        if time.perf_counter() - start >= budget_s:
+            break
+    return {name: min(values) for name, values in times.items()}

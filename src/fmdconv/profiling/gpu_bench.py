@@ -209,7 +209,7 @@ def _environment(device: torch.device) -> dict[str, Any]:
         "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
         "tf32_cudnn": torch.backends.cudnn.allow_tf32,
         "formulations": list(formulations.CONVOLUTIONS),
-        "measured_choice": formulations.benchmark_enabled(device),
+        "measured_choice": formulations.benchmark_enabled(),
     }
 
 
