@@ -3,13 +3,23 @@
 import argparse
 import json
 import math
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
+import fmdconv.experiments
+import fmdconv.explain
+import fmdconv.train
 from fmdconv.cli import ablate as ablate_command
-from fmdconv.explain.ablation import FACTORS, ablate, ablation_values
+from fmdconv.experiments import FACTORS, AblationResult, ablate, ablation_values
+from fmdconv.experiments.ablation import write_ablation_report
+from fmdconv.experiments.factors import warn_if_annealed_at_once
 from fmdconv.train.checkpoint import LAST_CHECKPOINT, load_checkpoint
 from fmdconv.train.recipe import Recipe
 from fmdconv.train.trainer import build_model
@@ -161,3 +171,82 @@ def test_ablate_with_seeds_trains_each_seed_and_reports_mean_and_std(tmp_path, c
     assert "--seeds: must be an int >= 1" in capsys.readouterr().err
     with pytest.raises(ValueError, match="seeds must be an int >= 1"):
         ablate(TINY, "temperature", tmp_path, seeds=0, progress=False)
+
+
+def test_a_factor_the_method_lacks_is_refused_naming_factor_and_method(tmp_path, capsys) -> None:
+    # DCD and KernelWarehouse mix no kernels: their layers take no kernel_num, so every value would
+    # train the same model.
+    for conv, layer in (("dcd", "DCDConv2d"), ("kw", "KWConv2d")):
+        with pytest.raises(
+            ValueError,
+            match=rf"the kernel_num ablation varies kernel_num, which a {conv} convolution \({layer}\) "
+            "does not have",
+        ):
+            ablation_values("kernel_num", TINY.replace(conv=conv), ["1", "2"])
+    assert ablation_values("kernel_num", TINY.replace(conv="fd"), ["1", "2"])[1] == (1, 2)
+    out = tmp_path / "dcd"
+    command = ["ablate", "--factor", "kernel_num", "--conv", "dcd", "--values", "1", "2", "--out", str(out)]
+    assert main(command) == 2
+    assert "kernel_num, which a dcd convolution (DCDConv2d) does not have" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_temperature_schedule_over_within_one_iteration_warns(tmp_path) -> None:
+    # Two iterations per epoch and 0.2 warm epochs: the schedule is 0.4 iterations long, so the
+    # temperature is 1 from the first step whatever it starts from.
+    short = TINY.replace(temperature_warm_epochs=0.2)
+    with pytest.warns(UserWarning, match=r"the temperature schedule lasts 0\.4 iterations .* same model"):
+        results = ablate(short, "temperature", tmp_path, values=[34, 100], progress=False)
+    assert results[0].top1 == results[1].top1 and results[0].grad_norm_max == results[1].grad_norm_max
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warn_if_annealed_at_once(FACTORS["temperature"], TINY, 2)  # two iterations: the values differ
+        warn_if_annealed_at_once(FACTORS["schedule"], short, 2)  # degraded or constant still differ
+        warn_if_annealed_at_once(FACTORS["temperature"], short.replace(kernel_temperature="constant"), 2)
+    assert not caught
+
+
+def test_a_failed_run_is_a_row_without_accuracy(tmp_path) -> None:
+    failure = "test  1/1: the model's outputs are NaN or infinite for 32 of 32 images"
+    common = {"epochs": 1, "run_seconds": 1.0, "run_dir": str(tmp_path), "seed": 0}
+    results = [
+        AblationResult(
+            value=34, top1=0.5, top5=0.9, best_top1=0.5, best_epoch=1, seconds_per_epoch=1.0, **common
+        ),
+        AblationResult(
+            value=100,
+            top1=None,
+            top5=None,
+            best_top1=None,
+            best_epoch=None,
+            seconds_per_epoch=None,
+            failure=failure,
+            **common,
+        ),
+    ]
+    write_ablation_report(tmp_path, FACTORS["temperature"], TINY, results, "a machine", 2.0)
+    report = (tmp_path / "report.md").read_text()
+    assert "| 100 | **failed** | **failed** | - | - |" in report and "| 34 | 50.00% | 90.00% |" in report
+    assert "| 100 | 0 | 0 | - | - | - | **1** |" in report
+    assert f"- **100 failed** (seed 0, {tmp_path}): {failure}" in report
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["failed_runs"] == 1 and saved["results"][1]["top1"] is None
+    assert (tmp_path / "ablation.png").is_file()
+
+
+def test_explain_loads_no_trainer_and_the_ablation_names_moved_to_experiments() -> None:
+    code = (
+        "import sys, fmdconv.explain\n"
+        "loaded = ('fmdconv.train', 'fmdconv.profiling', 'fmdconv.experiments', 'matplotlib')\n"
+        "print(sorted(name for name in sys.modules if name.startswith(loaded)))\n"
+    )
+    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=environment, check=True
+    )
+    assert completed.stdout == "[]\n"
+    # The old names still work, with a DeprecationWarning naming the new place.
+    with pytest.warns(DeprecationWarning, match="fmdconv.explain.ablate moved to fmdconv.experiments.ablate"):
+        assert fmdconv.explain.ablate is ablate
+    with pytest.warns(DeprecationWarning, match="fmdconv.train.compare moved to fmdconv.experiments.compare"):
+        assert fmdconv.train.compare is fmdconv.experiments.compare

@@ -11,15 +11,9 @@ import torch
 from PIL import Image
 
 from fmdconv.cli import main
+from fmdconv.experiments.comparison import DEFAULT_METHODS, PLOT_FILES, MethodResult, compare, write_report
+from fmdconv.experiments.sweep import check_reusable
 from fmdconv.metrics import ies, rcs
-from fmdconv.train.compare import (
-    DEFAULT_METHODS,
-    PLOT_FILES,
-    MethodResult,
-    check_reusable,
-    compare,
-    write_report,
-)
 from test_train import TINY
 
 
@@ -139,3 +133,69 @@ def test_a_method_with_no_correct_answer_gets_no_score_bars(tmp_path: Path) -> N
     assert "| FMDConv |" in report and "| 0.00% | 50.00% | ∞ | 0.0000 |" in report
     assert "No IES/RCS bars for FMDConv (top-1 = 0)." in report and (tmp_path / "scores.png").is_file()
     assert json.loads((tmp_path / "results.json").read_text())["methods"][1]["ies"] is None
+
+
+def test_adding_seeds_reuses_the_one_seed_run_as_its_seed(tmp_path: Path) -> None:
+    recipe = TINY.replace(subset=64, test_subset=32, epochs=1)
+    (single,) = compare(recipe, tmp_path, methods=("static",), progress=False)
+    trained = Path(single.run_dir) / "last.pt"
+    written = trained.stat().st_mtime_ns
+    first, second = compare(recipe, tmp_path, methods=("static",), seeds=2, progress=False)
+    # Seed 0 is the one-seed run, where it is (not trained again into runs/static/seed0/).
+    assert first.run_dir == single.run_dir == str(tmp_path / "runs" / "static")
+    assert first.top1 == single.top1 and trained.stat().st_mtime_ns == written
+    assert second.seed == 1 and second.run_dir == str(tmp_path / "runs" / "static" / "seed1")
+    assert not (tmp_path / "runs" / "static" / "seed0").exists()
+    # The other way round, one seed (seed 1) reuses the run of that seed in runs/static/seed1/.
+    (again,) = compare(recipe.replace(seed=1), tmp_path, methods=("static",), progress=False)
+    assert again.run_dir == second.run_dir and again.top1 == second.top1
+
+
+def test_a_diverged_run_is_a_failed_row_the_health_table_counts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A learning rate of 1e30 overflows the weights in the first steps: the loss or the logits turn
+    # non-finite, so neither run may show an accuracy, and the comparison still writes its report.
+    recipe = TINY.replace(subset=64, test_subset=32, epochs=1, lr=1e30)
+    recipe.save(tmp_path / "recipe.json")
+    command = ["compare", "--recipe", str(tmp_path / "recipe.json"), "--methods", "static", "fmd"]
+    assert main([*command, "--out", str(tmp_path), "--no-progress"]) == 1
+    captured = capsys.readouterr()
+    assert "fmdconv compare: error: 2 of 2 runs failed" in captured.err
+    table, health = markdown_tables((tmp_path / "report.md").read_text())
+    assert table[2].startswith("| Static | 0.")
+    assert table[2].endswith("| - | - | **failed** | **failed** | - | - |")
+    assert all(row.endswith("| **1** |") for row in health[2:])
+    assert "**FMDConv failed** (seed 0" in (tmp_path / "report.md").read_text()
+    saved = json.loads((tmp_path / "results.json").read_text())  # valid JSON: no NaN
+    assert saved["failed_runs"] == 2
+    for method in saved["methods"]:
+        assert method["failure"] and method["params"] > 0
+        assert method["top1"] is None and method["top5"] is None and method["ies"] is None
+    assert not (tmp_path / "accuracy_vs_time.png").exists()
+
+
+def test_a_method_with_a_failed_seed_shows_no_accuracy(tmp_path: Path) -> None:
+    common = {"params": 10, "macs": 100, "epochs": 1, "train_images_per_second": 5.0}
+    common |= {"latency_seconds": 0.01, "top5": 0.5, "run_dir": str(tmp_path)}
+    finished = {"seconds_per_epoch": 2.0, "top1": 0.5, "best_top1": 0.5, "ies": 4.0, "rcs": 0.25}
+    failed = dict.fromkeys(("seconds_per_epoch", "top1", "top5", "best_top1", "ies", "rcs"))
+    failure = "the training loss became nan at iteration 3: lower the learning rate"
+    results = [
+        MethodResult("static", "Static", **common, **finished),
+        MethodResult("od", "ODConv", **common, **finished, seed=0, epoch_top1=(0.5,)),
+        MethodResult("od", "ODConv", **(common | failed), seed=1, failure=failure, grad_norm_max=math.inf),
+    ]
+    assert [r.failed for r in results] == [False, False, True]
+    write_report(tmp_path, TINY, results, 1, torch.device("cpu"), wall_seconds=3.0)
+    report = (tmp_path / "report.md").read_text()
+    table, health = markdown_tables(report)
+    failed_cell = "**failed (1 of 2 seeds)**"
+    assert table[3] == f"| ODConv | 0.00 M | 0.00 M | - | - | {failed_cell} | {failed_cell} | - | - |"
+    assert health[0].endswith("| Failed runs |") and health[2].endswith("| 0 |")
+    assert health[3].startswith("| ODConv | inf |") and health[3].endswith("| **1** of 2 |")
+    assert f"- **ODConv failed** (seed 1, {tmp_path}): {failure}" in report
+    assert "Not plotted: ODConv (failed, see below)." in report
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["failed_runs"] == 1 and saved["methods"][2]["top1"] is None
+    assert saved["methods"][2]["grad_norm_max"] is None  # infinite: written as null, valid JSON

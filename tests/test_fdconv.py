@@ -16,10 +16,10 @@ from torch import nn
 from fmdconv import convert, create_model
 from fmdconv.cli import main
 from fmdconv.compat import convert_state_dict, load_authors_checkpoint
+from fmdconv.experiments.comparison import compare
 from fmdconv.layers import FDConv2d, create_conv2d
 from fmdconv.layers.fdconv import band_masks, frequency_order
 from fmdconv.profiling.complexity import fft_macs, profile
-from fmdconv.train.compare import compare
 
 REFERENCE = Path(__file__).parent / "data" / "fdconv_reference.pt"
 FORMULATIONS = ("direct", "mixture", "dft")

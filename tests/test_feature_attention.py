@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from fmdconv.cli import main
+from fmdconv.experiments.comparison import compare
 from fmdconv.layers.feature_attention import (
     CBAM,
     ECA,
@@ -19,7 +20,6 @@ from fmdconv.layers.feature_attention import (
 )
 from fmdconv.models import create_model
 from fmdconv.profiling import profile
-from fmdconv.train.compare import compare
 from fmdconv.train.trainer import load_trained_model
 from test_train import TINY
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from fmdconv.train.compare import machine_description
+from fmdconv.experiments.report import machine_description
 from fmdconv.utils import machine
 
 

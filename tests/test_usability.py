@@ -13,7 +13,7 @@ import torch
 
 from fmdconv.cli import build_parser, main
 from fmdconv.data import CIFAR10, DatasetNotFoundError, FashionMNIST, build_dataset
-from fmdconv.explain.ablation import ablate
+from fmdconv.experiments.ablation import ablate
 from fmdconv.layers import dynamic_layers
 from fmdconv.layers.factory import create_conv2d
 from fmdconv.models import METHODS, create_model, method_options

@@ -1,8 +1,8 @@
 """fmdconv: dynamic convolution for PyTorch (FMDConv, ODConv, DyConv, CondConv).
 
-The layers are imported eagerly; the subpackages (``models``, ``data``, ``train``, ``metrics``,
-``profiling``, ``explain``, ``viz``, ``compat``) load on first access, so ``import fmdconv`` stays
-light (no matplotlib, no TensorBoard).
+The layers are imported eagerly; the subpackages (``models``, ``data``, ``train``, ``experiments``,
+``metrics``, ``profiling``, ``explain``, ``viz``, ``compat``) load on first access, so ``import
+fmdconv`` stays light (no matplotlib, no TensorBoard).
 """
 
 from __future__ import annotations
@@ -15,7 +15,17 @@ from fmdconv.layers import __all__ as _layers_all
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("models", "data", "train", "metrics", "profiling", "explain", "viz", "compat")
+_SUBPACKAGES = (
+    "models",
+    "data",
+    "train",
+    "experiments",
+    "metrics",
+    "profiling",
+    "explain",
+    "viz",
+    "compat",
+)
 # Public functions that live in a subpackage: name -> module.
 _LAZY_NAMES: dict[str, str] = {
     "create_model": "fmdconv.models",

@@ -16,8 +16,15 @@ from __future__ import annotations
 import argparse
 
 from fmdconv.cli._arguments import add_device_argument, int_at_least, output_folder
-from fmdconv.cli.train import add_recipe_arguments, recipe_from_args, recipe_overrides, report_errors
-from fmdconv.explain.ablation import FACTORS, REPORT_FILE, ablate, markdown_table
+from fmdconv.cli.train import (
+    add_recipe_arguments,
+    recipe_from_args,
+    recipe_overrides,
+    report_errors,
+    sweep_exit_code,
+)
+from fmdconv.experiments.ablation import REPORT_FILE, ablate, markdown_table
+from fmdconv.experiments.factors import FACTORS
 
 
 @report_errors
@@ -39,7 +46,7 @@ def run_ablate(args: argparse.Namespace) -> int:
     )
     print(markdown_table(factor, results), end="")
     print(f"report: {args.out / REPORT_FILE}")
-    return 0
+    return sweep_exit_code(args, sum(r.failed for r in results), len(results))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

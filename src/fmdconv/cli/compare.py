@@ -6,9 +6,15 @@ import argparse
 from pathlib import Path
 
 from fmdconv.cli._arguments import add_device_argument, int_at_least, output_folder
-from fmdconv.cli.train import DEFAULT_RECIPE, add_recipe_arguments, recipe_from_args, report_errors
+from fmdconv.cli.train import (
+    DEFAULT_RECIPE,
+    add_recipe_arguments,
+    recipe_from_args,
+    report_errors,
+    sweep_exit_code,
+)
+from fmdconv.experiments.comparison import DEFAULT_METHODS, REPORT_FILE, compare, markdown_table
 from fmdconv.models import METHODS
-from fmdconv.train.compare import DEFAULT_METHODS, compare, markdown_table
 
 
 @report_errors
@@ -26,8 +32,8 @@ def run_compare(args: argparse.Namespace) -> int:
         seeds=args.seeds,
     )
     print(markdown_table(results, args.latency_batch_size), end="")
-    print(f"report: {out_dir / 'report.md'}")
-    return 0
+    print(f"report: {out_dir / REPORT_FILE}")
+    return sweep_exit_code(args, sum(r.failed for r in results), len(results))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -96,6 +96,18 @@ def report_errors(run: Callable[[argparse.Namespace], int]) -> Callable[[argpars
     return guarded
 
 
+def sweep_exit_code(args: argparse.Namespace, failures: int, runs: int) -> int:
+    """The exit code of a sweep (compare, ablate) whose report is written: 0, or 1 when runs failed."""
+    if not failures:
+        return 0
+    print(
+        f"fmdconv {args.command}: error: {failures} of {runs} runs failed (a non-finite loss or non-finite "
+        "outputs; the report marks them and gives them no accuracy)",
+        file=sys.stderr,
+    )
+    return EXIT_FAILURE
+
+
 def default_out_dir(recipe: Recipe) -> Path:
     return Path("runs") / f"{recipe.dataset}-{recipe.model}-{recipe.conv}"
 

@@ -38,7 +38,6 @@ from torch.utils.hooks import RemovableHandle
 
 from fmdconv.explain.gradcam import GradCAMPlusPlus, Target, evaluation_mode, overlay_heatmap
 from fmdconv.layers import DynamicConv2d, dynamic_layers, set_attentions
-from fmdconv.viz import save_image_grid
 
 ALL_ATTENTIONS = "all"
 NO_DYNAMIC_LAYER = "model has no dynamic convolution (DynamicConv2d), so no attention to switch"
@@ -264,6 +263,8 @@ def save_attention_grid(
         row = [picture, *(overlay_heatmap(picture, cam[index], alpha) for cam in result.cams)]
         rows.append([_resize_for_display(image, display_size) for image in row])
     columns = [COLUMN_LABELS["original"], *(COLUMN_LABELS[name] for name in result.variants)]
+    from fmdconv.viz import save_image_grid  # matplotlib: loaded when a grid is drawn, not on import
+
     return save_image_grid(rows, row_labels, columns, out)
 
 

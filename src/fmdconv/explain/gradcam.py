@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
-import matplotlib
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -268,6 +267,8 @@ def overlay_heatmap(image: Tensor, cam: Tensor, alpha: float = 0.5, colormap: st
             raise ValueError(f"{name} values must be in [0, 1]")
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha must be in [0, 1]; got {alpha}")
+    import matplotlib  # loaded when an overlay is drawn, not on import of fmdconv.explain
+
     if colormap not in matplotlib.colormaps:
         raise ValueError(
             f"colormap must be a matplotlib colormap name such as 'jet' or 'viridis'; got {colormap!r}"
