@@ -10,9 +10,9 @@ from PIL import Image
 
 from fmdconv.cli import ablate as ablate_command
 from fmdconv.explain.ablation import FACTORS, ablate, ablation_values
+from fmdconv.train import build_model
 from fmdconv.train.checkpoint import LAST_CHECKPOINT, load_checkpoint
 from fmdconv.train.recipe import Recipe
-from fmdconv.train.trainer import build_model
 
 # One epoch of two 32-image batches of 16x16 synthetic images through a quarter-width MobileNetV2.
 TINY = Recipe(

@@ -62,9 +62,11 @@ from fmdconv.train.compare import (
     run_health,
     seed_run_dir,
 )
+from fmdconv.train.construction import build_model
+from fmdconv.train.distributed import unwrap
 from fmdconv.train.health import SATURATION_MARGIN, SPIKE_FACTOR
 from fmdconv.train.recipe import Recipe
-from fmdconv.train.trainer import Trainer, build_model, unwrap
+from fmdconv.train.trainer import Trainer
 from fmdconv.utils.devices import resolve_device
 from fmdconv.utils.io import dumps_json, write_text_atomic
 from fmdconv.viz import plot_ablation

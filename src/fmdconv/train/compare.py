@@ -38,9 +38,10 @@ from fmdconv.metrics import ies, rcs
 from fmdconv.models import METHODS, method_options
 from fmdconv.profiling import measure_speed, profile
 from fmdconv.train.checkpoint import LAST_CHECKPOINT, load_checkpoint
+from fmdconv.train.construction import input_size, load_trained_model
 from fmdconv.train.health import SATURATION_MARGIN, SPIKE_FACTOR
 from fmdconv.train.recipe import Recipe, recipe_differences, saved_recipe
-from fmdconv.train.trainer import input_size, load_trained_model, train
+from fmdconv.train.trainer import train
 from fmdconv.utils.devices import resolve_device
 from fmdconv.utils.io import dumps_json, write_text_atomic
 from fmdconv.utils.machine import machine_line, machine_record
