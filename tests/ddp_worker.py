@@ -1,7 +1,7 @@
 """One process of a two-process DDP run for test_ddp.py (launched by torchrun; not a test itself).
 
 Usage: ``torchrun --nproc-per-node 2 tests/ddp_worker.py OUT_DIR RECIPE_JSON``. Trains the recipe
-with :class:`fmdconv.train.trainer.Trainer` and writes ``OUT_DIR/rank<r>.pt``: the model's initial
+with :class:`fmdconv.train.Trainer` and writes ``OUT_DIR/rank<r>.pt``: the model's initial
 and final state and every batch this process trained on, in order.
 """
 
@@ -16,8 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from fmdconv.train.recipe import Recipe
-from fmdconv.train.trainer import Trainer, unwrap
+from fmdconv.train import Recipe, Trainer, unwrap
 
 
 def main(out_dir: Path, recipe: Recipe) -> None:

@@ -20,9 +20,9 @@ from fmdconv.cli import ablate as ablate_command
 from fmdconv.experiments import FACTORS, AblationResult, ablate, ablation_values
 from fmdconv.experiments.ablation import write_ablation_report
 from fmdconv.experiments.factors import warn_if_annealed_at_once
+from fmdconv.train import build_model
 from fmdconv.train.checkpoint import LAST_CHECKPOINT, load_checkpoint
 from fmdconv.train.recipe import Recipe
-from fmdconv.train.trainer import build_model
 
 # One epoch of two 32-image batches of 16x16 synthetic images through a quarter-width MobileNetV2.
 TINY = Recipe(

@@ -68,12 +68,12 @@ def test_a_bare_layer_call_leaves_the_allocator_alone(monkeypatch):
 
 
 def test_the_trainer_keeps_freed_memory_once_unless_switched_off(monkeypatch, tmp_path):
-    from fmdconv.train import trainer as trainer_module
+    from fmdconv.train import Recipe, Trainer
 
     calls = []
     monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append(1) or True)
     monkeypatch.setattr(allocator, "attempted", False)
-    recipe = trainer_module.Recipe(
+    recipe = Recipe(
         model="resnet18",
         width=0.125,
         dataset="synthetic",
@@ -83,10 +83,10 @@ def test_the_trainer_keeps_freed_memory_once_unless_switched_off(monkeypatch, tm
         epochs=1,
         batch_size=16,
     )
-    trainer_module.Trainer(recipe, tmp_path / "a", device="cpu", progress=False, tensorboard=False)
-    trainer_module.Trainer(recipe, tmp_path / "b", device="cpu", progress=False, tensorboard=False)
+    Trainer(recipe, tmp_path / "a", device="cpu", progress=False, tensorboard=False)
+    Trainer(recipe, tmp_path / "b", device="cpu", progress=False, tensorboard=False)
     assert calls == [1]
     monkeypatch.setattr(allocator, "attempted", False)
     monkeypatch.setattr(allocator, "automatic", False)
-    trainer_module.Trainer(recipe, tmp_path / "c", device="cpu", progress=False, tensorboard=False)
+    Trainer(recipe, tmp_path / "c", device="cpu", progress=False, tensorboard=False)
     assert calls == [1]

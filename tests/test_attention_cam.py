@@ -22,9 +22,9 @@ from fmdconv.explain import (
 )
 from fmdconv.explain.gradcam import normalise_per_image
 from fmdconv.layers import FMDConv2d, ODConv2d, dynamic_layers, set_attentions, set_temperature
+from fmdconv.train import build_model
 from fmdconv.train.checkpoint import save_checkpoint
 from fmdconv.train.recipe import Recipe
-from fmdconv.train.trainer import build_model
 
 IMAGES = torch.randn(3, 3, 12, 12)
 

@@ -10,9 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from fmdconv.models import METHODS, create_model, method_options
-from fmdconv.train import compilation
+from fmdconv.train import compilation, load_trained_model, train
 from fmdconv.train.checkpoint import load_checkpoint
-from fmdconv.train.trainer import load_trained_model, train
 from test_train import TINY
 
 # A training step's forward at the smallest size (its backward is compiled from the same graph).

@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fmdconv.layers import TemperatureScheduler
+from fmdconv.train import build_model, recalibrate_batchnorm
 from fmdconv.train.checkpoint import load_checkpoint
 from fmdconv.train.logging import METRICS_FILE, read_metrics
 from fmdconv.train.recipe import Recipe
-from fmdconv.train.trainer import build_model, recalibrate_batchnorm
 
 TIMEOUT_SECONDS = 240
 

@@ -23,9 +23,9 @@ import torch
 
 from fmdconv.cli import build_parser
 from fmdconv.models import create_model
+from fmdconv.train import build_model
 from fmdconv.train.checkpoint import save_checkpoint
 from fmdconv.train.recipe import load_recipe
-from fmdconv.train.trainer import build_model
 from test_compat import authors_model
 from test_data import make_cifar10_dir, write_cifar_batch
 

@@ -20,7 +20,7 @@ from fmdconv.layers.feature_attention import (
 )
 from fmdconv.models import create_model
 from fmdconv.profiling import profile
-from fmdconv.train.trainer import load_trained_model
+from fmdconv.train import load_trained_model
 from test_train import TINY
 
 

@@ -11,10 +11,9 @@ from torch import nn
 
 from fmdconv.layers import DynamicConv2d, create_conv2d, set_temperature
 from fmdconv.models import create_model
-from fmdconv.train import Recipe
+from fmdconv.train import Recipe, Trainer, build_model, load_trained_model
 from fmdconv.train.health import AttentionProbe, GradientSpikeDetector, global_grad_norm
 from fmdconv.train.logging import read_metrics
-from fmdconv.train.trainer import Trainer, build_model, load_trained_model
 from test_train import TINY
 
 

@@ -9,11 +9,10 @@ import torch
 from torch import nn
 
 from fmdconv.data import build_loader
-from fmdconv.train import recalibrate_batchnorm, train
+from fmdconv.train import build_model, build_split, epoch_seed, recalibrate_batchnorm, train
 from fmdconv.train.checkpoint import LAST_CHECKPOINT, load_checkpoint
 from fmdconv.train.logging import METRICS_FILE, read_metrics
 from fmdconv.train.recipe import saved_recipe
-from fmdconv.train.trainer import build_model, build_split, epoch_seed
 from test_train import TINY
 
 

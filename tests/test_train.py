@@ -14,14 +14,23 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fmdconv.cli import main
-from fmdconv.layers import LinearTemperature, dynamic_layers
+from fmdconv.cli.eval import method_label
+from fmdconv.layers import CONV_KINDS, LinearTemperature, dynamic_layers
+from fmdconv.train import (
+    EvalResult,
+    LearningRateSchedule,
+    Trainer,
+    build_model,
+    evaluate,
+    has_kernel_num,
+    load_trained_model,
+    train,
+)
 from fmdconv.train import checkpoint as checkpoint_module
-from fmdconv.train import trainer as trainer_module
 from fmdconv.train.checkpoint import load_checkpoint, save_checkpoint
-from fmdconv.train.logging import METRICS_FILE, read_metrics
+from fmdconv.train.logging import METRICS_FILE, MetricsLogger, read_metrics
 from fmdconv.train.progress import ProgressBar
 from fmdconv.train.recipe import Recipe, load_recipe, packaged_recipes
-from fmdconv.train.trainer import LearningRateSchedule, Trainer, load_trained_model, train
 
 # A run small enough for a test: a ResNet-18 with stages of 8-64 channels, 128 synthetic 16x16
 # images, 4 iterations of 32 per epoch.
@@ -106,7 +115,8 @@ def test_a_few_iterations_train_and_write_readable_outputs(tmp_path: Path) -> No
     assert epochs == result.history
     steps = [r for r in records if r["kind"] == "step"]
     assert [r["iteration"] for r in steps] == list(range(1, 17))
-    assert steps[0]["lr"] == pytest.approx(0.05 * 0.5 * (1 + math.cos(math.pi / 16)))
+    assert steps[0]["lr"] == 0.05  # the rate the first step ran with, not the next step's
+    assert steps[1]["lr"] == pytest.approx(0.05 * 0.5 * (1 + math.cos(math.pi / 16)))
 
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
@@ -125,23 +135,24 @@ def test_a_few_iterations_train_and_write_readable_outputs(tmp_path: Path) -> No
     assert loaded_recipe == recipe and not model.training
 
 
-def test_layers_see_the_scheduled_temperature_at_each_iteration(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_logged_learning_rate_is_the_one_its_step_ran_with(tmp_path: Path) -> None:
+    # Two steps of a cosine schedule from 0.1: the first runs at 0.1, the second at 0.05.
+    recipe = TINY.replace(conv="static", subset=64, test_subset=32, epochs=1, lr=0.1, precise_bn_images=0)
+    model = build_model(recipe)
+    rates: list[float] = []
+    trainer = Trainer(recipe, tmp_path, progress=False, tensorboard=False, model=model)
+    model.register_forward_pre_hook(
+        lambda module, _: rates.append(trainer.optimizer.param_groups[0]["lr"]) if module.training else None
+    )
+    result = trainer.run()
+    steps = [r for r in read_metrics(tmp_path / METRICS_FILE) if r["kind"] == "step"]
+    assert rates == pytest.approx([0.1, 0.05])
+    assert [(r["iteration"], r["lr"]) for r in steps] == [(1, rates[0]), (2, rates[1])]
+    assert result.final["lr"] == rates[1]  # the epoch's last step
+
+
+def test_layers_see_the_scheduled_temperature_at_each_iteration(tmp_path: Path) -> None:
     seen: list[tuple[bool, float, float]] = []
-    build_model = trainer_module.build_model
-
-    def recording_build_model(recipe: Recipe) -> torch.nn.Module:
-        model = build_model(recipe)
-        layer = dynamic_layers(model)[0]
-        layer.register_forward_pre_hook(
-            lambda module, _: seen.append(
-                (module.training, float(module.gate_temperature), float(module.kernel_temperature))
-            )
-        )
-        return model
-
-    monkeypatch.setattr(trainer_module, "build_model", recording_build_model)
     recipe = TINY.replace(
         conv="fmd",
         temperature_warm_epochs=1.5,
@@ -149,7 +160,13 @@ def test_layers_see_the_scheduled_temperature_at_each_iteration(
         test_subset=32,
         precise_bn_images=0,  # its training-mode forwards would mix with the steps' here
     )
-    train(recipe, tmp_path, progress=False, tensorboard=False)
+    model = build_model(recipe)
+    dynamic_layers(model)[0].register_forward_pre_hook(
+        lambda module, _: seen.append(
+            (module.training, float(module.gate_temperature), float(module.kernel_temperature))
+        )
+    )
+    train(recipe, tmp_path, progress=False, tensorboard=False, model=model)
     gate = LinearTemperature(ITERS_PER_EPOCH, start=30.0, warm_epochs=1.5)
     kernel = LinearTemperature(ITERS_PER_EPOCH, start=34.0, warm_epochs=1.5)
     iterations = range(1, 2 * ITERS_PER_EPOCH + 1)
@@ -228,24 +245,18 @@ def test_checkpoints_are_written_atomically(tmp_path: Path, monkeypatch: pytest.
         load_checkpoint(path)
 
 
-def test_bf16_mixed_precision_trains_on_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bf16_mixed_precision_trains_on_cpu(tmp_path: Path) -> None:
     # The output dtype of the first dynamic layer and of the classifier in each training and
     # evaluation forward pass: bfloat16 only if autocast is on.
     dtypes: list[tuple[bool, torch.dtype, torch.dtype]] = []
-    build_model = trainer_module.build_model
-
-    def recording_build_model(recipe: Recipe) -> torch.nn.Module:
-        model = build_model(recipe)
-        seen: dict[str, torch.dtype] = {}
-        dynamic_layers(model)[0].register_forward_hook(lambda m, i, output: seen.update(conv=output.dtype))
-        model.fc.register_forward_hook(
-            lambda m, i, output: dtypes.append((m.training, seen["conv"], output.dtype))
-        )
-        return model
-
-    monkeypatch.setattr(trainer_module, "build_model", recording_build_model)
     recipe = TINY.replace(conv="fmd", precision="bf16", epochs=1)
-    result = train(recipe, tmp_path, progress=False, tensorboard=False)
+    model = build_model(recipe)
+    seen: dict[str, torch.dtype] = {}
+    dynamic_layers(model)[0].register_forward_hook(lambda m, i, output: seen.update(conv=output.dtype))
+    model.fc.register_forward_hook(
+        lambda m, i, output: dtypes.append((m.training, seen["conv"], output.dtype))
+    )
+    result = train(recipe, tmp_path, progress=False, tensorboard=False, model=model)
     assert math.isfinite(result.final["train_loss"])
     assert {(training, conv, fc) for training, conv, fc in dtypes} == {
         (True, torch.bfloat16, torch.bfloat16),
@@ -279,7 +290,8 @@ def test_train_and_eval_commands(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert (report["top1"], report["top5"], report["images"]) == (final["test_top1"], final["test_top5"], 32)
     assert report["latency"]["batch_size"] == 1 and report["latency"]["median_s"] > 0
     assert main(["eval", str(out / "best.pt"), "--latency-repeats", "1", "--no-progress"]) == 0
-    assert "top-1" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "resnet18 (od, n = 4) on synthetic" in printed and "top-1" in printed
 
     assert (
         main(["train", "--dataset", "cifar10", "--data-dir", str(tmp_path), "--out", str(tmp_path / "c")])
@@ -344,7 +356,7 @@ def test_evaluate_on_known_logits() -> None:
     )
     labels = torch.tensor([0, 1, 2, 1, 6, 0])
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(logits, labels), batch_size=4)
-    result = trainer_module.evaluate(torch.nn.Identity(), loader, torch.device("cpu"), progress=False)
+    result = evaluate(torch.nn.Identity(), loader, torch.device("cpu"), progress=False)
     assert (result.top1, result.top5, result.images) == (2 / 6, 4 / 6, 6)
     log_softmax = [
         row[label] - math.log(sum(math.exp(v) for v in row))
@@ -358,29 +370,24 @@ def test_training_loss_is_label_smoothed_cross_entropy(
 ) -> None:
     smoothing = 0.2
     seen: list[tuple[torch.Tensor, torch.Tensor]] = []  # (logits, labels) of each training step
-    batches, build_model = Trainer._batches, trainer_module.build_model
+    batches = Trainer._batches
 
     def recording_batches(self: Trainer, loader: object) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for images, labels in batches(self, loader):
             seen.append((torch.empty(0), labels))
             yield images, labels
 
-    def recording_build_model(recipe: Recipe) -> torch.nn.Module:
-        model = build_model(recipe)
-
-        def keep_logits(module: torch.nn.Module, inputs: object, output: torch.Tensor) -> None:
-            if module.training:
-                seen[-1] = (output.detach().clone(), seen[-1][1])
-
-        model.register_forward_hook(keep_logits)
-        return model
+    def keep_logits(module: torch.nn.Module, inputs: object, output: torch.Tensor) -> None:
+        if module.training:
+            seen[-1] = (output.detach().clone(), seen[-1][1])
 
     monkeypatch.setattr(Trainer, "_batches", recording_batches)
-    monkeypatch.setattr(trainer_module, "build_model", recording_build_model)
     recipe = TINY.replace(
         conv="static", epochs=1, label_smoothing=smoothing, test_subset=32, precise_bn_images=0
     )
-    train(recipe, tmp_path, progress=False, tensorboard=False)
+    model = build_model(recipe)
+    model.register_forward_hook(keep_logits)
+    train(recipe, tmp_path, progress=False, tensorboard=False, model=model)
     losses = [r["loss"] for r in read_metrics(tmp_path / METRICS_FILE) if r["kind"] == "step"]
     assert len(losses) == len(seen) == ITERS_PER_EPOCH
     for loss, (logits, labels) in zip(losses, seen, strict=True):
@@ -396,13 +403,13 @@ def test_best_checkpoint_holds_the_epoch_with_the_best_test_top1(
     # Test top-1 0.5, 0.7, 0.7, 0.6: epoch 2 is best (a tie does not replace it); best.pt must hold
     # epoch 2's model, and last.pt epoch 4's.
     scripted = iter([0.5, 0.7, 0.7, 0.6])
-    evaluate = trainer_module.evaluate
-
-    def scripted_evaluate(*args: object, **kwargs: object) -> trainer_module.EvalResult:
-        return dataclasses.replace(evaluate(*args, **kwargs), top1=next(scripted))
-
-    monkeypatch.setattr(trainer_module, "evaluate", scripted_evaluate)
     trainer = Trainer(TINY.replace(conv="static", epochs=4), tmp_path, progress=False, tensorboard=False)
+    evaluate_test_split = trainer._evaluate
+
+    def scripted_evaluate() -> EvalResult:
+        return dataclasses.replace(evaluate_test_split(), top1=next(scripted))
+
+    monkeypatch.setattr(trainer, "_evaluate", scripted_evaluate)
     weights_after: list[dict[str, torch.Tensor]] = []  # each epoch's model as evaluated
     recalibrate = trainer._recalibrate_batchnorm
 
@@ -467,7 +474,7 @@ def test_evaluate_refuses_an_accuracy_from_non_finite_logits() -> None:
     images, labels = torch.randn(4, 1, 2, 2), torch.zeros(4, dtype=torch.long)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=2)
     with pytest.raises(FloatingPointError, match="NaN or infinite for 2 of 4 images"):
-        trainer_module.evaluate(Diverged(), loader, torch.device("cpu"), progress=False)
+        evaluate(Diverged(), loader, torch.device("cpu"), progress=False)
 
 
 def test_metrics_json_stays_valid_and_a_truncated_last_line_is_dropped(tmp_path: Path) -> None:
@@ -486,3 +493,23 @@ def test_metrics_json_stays_valid_and_a_truncated_last_line_is_dropped(tmp_path:
     path.write_text('{"kind": "step"}\n')
     with pytest.raises(ValueError, match="line 1: not a metrics record"):
         read_metrics(path)
+
+
+def test_resuming_drops_a_truncated_last_metrics_line_and_appends_after_it(tmp_path: Path) -> None:
+    # A crash while appending leaves a last line without its newline: the resumed log drops it.
+    path = tmp_path / METRICS_FILE
+    path.write_text('{"kind": "step", "iteration": 1}\n{"kind": "epoch", "iteration": 2}\n{"kind": "st')
+    logger = MetricsLogger(tmp_path, tensorboard=False, resume_iteration=2)
+    assert path.read_text() == '{"kind": "step", "iteration": 1}\n{"kind": "epoch", "iteration": 2}\n'
+    logger.log({"kind": "step", "iteration": 3})
+    assert [r["iteration"] for r in read_metrics(path)] == [1, 2, 3]
+
+
+def test_the_eval_header_gives_n_only_to_methods_with_kernels() -> None:
+    assert [kind for kind in CONV_KINDS if has_kernel_num(kind)] == ["cond", "dy", "od", "fmd", "fd"]
+    assert method_label(TINY.replace(conv="od", kernel_num=8)) == "od, n = 8"
+    assert method_label(TINY.replace(conv="fd")) == "fd, n = 4"
+    for conv in ("dcd", "kw", "static"):
+        assert method_label(TINY.replace(conv=conv)) == conv
+    assert method_label(TINY.replace(conv="static", attention="se")) == "static + se"
+    assert method_label(TINY.replace(conv="od", attention="eca")) == "od + eca, n = 4"

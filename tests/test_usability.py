@@ -17,10 +17,10 @@ from fmdconv.experiments.ablation import ablate
 from fmdconv.layers import dynamic_layers
 from fmdconv.layers.factory import create_conv2d
 from fmdconv.models import METHODS, create_model, method_options
+from fmdconv.train import Trainer, load_trained_model, train
 from fmdconv.train.checkpoint import load_checkpoint
 from fmdconv.train.logging import METRICS_FILE, read_metrics
 from fmdconv.train.recipe import Recipe
-from fmdconv.train.trainer import Trainer, load_trained_model, train
 from fmdconv.utils.devices import resolve_device
 from test_ablation import TINY as TINY_MOBILENET
 from test_data import make_cifar10_dir, make_fashion_dir
@@ -59,7 +59,7 @@ def test_ablated_attentions_are_saved_and_every_loader_gets_them(tmp_path: Path,
     assert all(
         layer.disabled_attentions == {"input", "output", "spatial"} for layer in dynamic_layers(trainer.model)
     )
-    trainer.logger.close()
+    trainer.close()
 
 
 def test_an_epoch_logs_exactly_ten_step_records(tmp_path: Path) -> None:

@@ -27,8 +27,8 @@ from fmdconv.explain import (
     images_from_files,
     save_attention_grid,
 )
+from fmdconv.train import load_trained_model
 from fmdconv.train.recipe import Recipe
-from fmdconv.train.trainer import load_trained_model
 
 DEFAULT_DISPLAY_SIZE = 112
 

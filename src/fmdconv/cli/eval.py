@@ -9,12 +9,19 @@ from fmdconv.cli._arguments import add_device_argument, int_at_least
 from fmdconv.cli.train import report_errors
 from fmdconv.data import build_loader
 from fmdconv.profiling import measure_speed
+from fmdconv.train import Recipe, build_split, evaluate, has_kernel_num, input_size, load_trained_model
 from fmdconv.train.recipe import PRECISIONS
-from fmdconv.train.trainer import build_split, evaluate, input_size, load_trained_model
 from fmdconv.utils.devices import resolve_device
 from fmdconv.utils.io import dumps_json
 
 LATENCY_WARMUP = 5
+
+
+def method_label(recipe: Recipe) -> str:
+    """The recipe's method as the header names it: ``od, n = 4``; ``dcd`` and ``static + se`` (no
+    number of kernels)."""
+    method = recipe.conv if recipe.attention is None else f"{recipe.conv} + {recipe.attention}"
+    return f"{method}, n = {recipe.kernel_num}" if has_kernel_num(recipe.conv) else method
 
 
 @report_errors
@@ -61,7 +68,7 @@ def run_eval(args: argparse.Namespace) -> int:
         )
         return 0
     print(
-        f"{args.checkpoint}: {recipe.model} ({recipe.conv}, n = {recipe.kernel_num}) on {recipe.dataset}, "
+        f"{args.checkpoint}: {recipe.model} ({method_label(recipe)}) on {recipe.dataset}, "
         f"epoch {checkpoint['epoch']}/{recipe.epochs}"
     )
     print(

@@ -154,6 +154,46 @@ class GradientSpikeDetector:
         return None
 
 
+@dataclass
+class EpochHealth:
+    """Gradient norms and attention statistics gathered during one training epoch.
+
+    ``attentions``: the :class:`AttentionStats` record of the last logged step (``gate_saturation``,
+    ``kernel_max_prob``; empty for a static model).
+    """
+
+    last_norm: float = 0.0
+    epoch_max: float = 0.0
+    interval_max: float = 0.0
+    spikes: int = 0
+    attentions: dict[str, float] = field(default_factory=dict)
+
+    def add(self, norm: float, spike_level: float | None = None) -> bool:
+        """Record one step's gradient norm (a non-finite one makes the maxima infinite) and, when it
+        is a spike, the level it jumped from. True for the epoch's first spike, the one to warn of."""
+        self.last_norm = norm
+        self.epoch_max = max(self.epoch_max, norm) if math.isfinite(norm) else math.inf
+        self.interval_max = max(self.interval_max, norm) if math.isfinite(norm) else math.inf
+        if spike_level is None:
+            return False
+        self.spikes += 1
+        return self.spikes == 1
+
+    def take_interval_max(self) -> float:
+        """The largest norm since the previous call (or the epoch's start), then reset."""
+        largest, self.interval_max = self.interval_max, 0.0
+        return largest
+
+
+def spike_warning(norm: float, level: float, factor: float, iteration: int) -> str:
+    """The warning of a gradient spike: ``norm`` at ``iteration``, over ``factor`` times ``level``."""
+    return (
+        f"gradient norm {norm:.3g} at iteration {iteration} is more than {factor:g}x its recent "
+        f"level {level:.3g}: the attentions may be collapsing (see gate_saturation / kernel_max_prob "
+        "in metrics.jsonl and docs/training.md)"
+    )
+
+
 def global_grad_norm(parameters: Any) -> Tensor:
     """The L2 norm of all gradients of ``parameters`` together (a 0-d tensor; 0 without gradients)."""
     return nn.utils.get_total_norm([p.grad for p in parameters if p.grad is not None])

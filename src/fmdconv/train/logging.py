@@ -23,6 +23,15 @@ from fmdconv.utils.io import dumps_json, write_text_atomic
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
+STEP_RECORDS_PER_EPOCH = 10
+
+
+def is_logged_step(step: int, steps: int) -> bool:
+    """Whether step ``step`` (from 1) of an epoch of ``steps`` writes a step record.
+
+    Evenly spaced, ending at the epoch's last step: exactly ``min(STEP_RECORDS_PER_EPOCH, steps)``.
+    """
+    return step * STEP_RECORDS_PER_EPOCH // steps > (step - 1) * STEP_RECORDS_PER_EPOCH // steps
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
