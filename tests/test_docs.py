@@ -89,7 +89,7 @@ def user_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def users_objects() -> dict[str, Any]:
-    """A small model, data loader and optimiser for the examples that work on the user's own."""
+    """A small model, data loader and optimizer for the examples that work on the user's own."""
     model = create_model("resnet18", conv="fmd", kernel_num=2, width=0.125, num_classes=10, stem="cifar")
     loader = [(torch.randn(4, 3, 16, 16), torch.randint(0, 10, (4,))) for _ in range(2)]
     return {"model": model, "loader": loader, "optimizer": torch.optim.SGD(model.parameters(), lr=0.01)}

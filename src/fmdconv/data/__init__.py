@@ -12,7 +12,7 @@ from fmdconv.data.fashion_mnist import FashionMNIST
 from fmdconv.data.idx import read_idx_ubyte
 from fmdconv.data.image_folder import ImageFolderDataset
 from fmdconv.data.loaders import DistributedEvalSampler, build_loader
-from fmdconv.data.recipes import build_transforms
+from fmdconv.data.pipelines import build_transforms
 from fmdconv.data.registry import DATASETS, DatasetInfo, dataset_info
 from fmdconv.data.splits import SPLITS
 from fmdconv.data.synthetic import SyntheticImageDataset

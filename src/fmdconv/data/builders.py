@@ -11,7 +11,7 @@ from torch.utils.data import Dataset, Subset
 from fmdconv.data.cifar import CIFAR10, CIFAR100
 from fmdconv.data.fashion_mnist import FashionMNIST
 from fmdconv.data.image_folder import ImageFolderDataset
-from fmdconv.data.recipes import build_transforms
+from fmdconv.data.pipelines import build_transforms
 from fmdconv.data.registry import dataset_info
 from fmdconv.data.splits import check_split
 from fmdconv.data.synthetic import SyntheticImageDataset

@@ -22,7 +22,7 @@ class SyntheticImageDataset(Dataset[tuple[Tensor, int]]):
     class's pattern plus Gaussian noise of standard deviation ``noise``, clipped to [0, 1] and stored
     as uint8 like a decoded photo. Images depend only on ``(seed, split, i)``, never on the global
     RNG; the two splits share the class patterns but draw different noise, so a model trained on
-    ``"train"`` can be scored on ``"test"``. A few optimiser steps reduce the loss.
+    ``"train"`` can be scored on ``"test"``. A few optimizer steps reduce the loss.
 
     Args:
         length: number of samples.

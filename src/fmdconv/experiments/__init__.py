@@ -8,14 +8,13 @@ the reuse check, resuming, seeds, failed runs) and report through :mod:`fmdconv.
 """
 
 from fmdconv.experiments.ablation import AblationResult, ablate
-from fmdconv.experiments.comparison import DEFAULT_METHODS, METHOD_LABELS, MethodResult, compare
+from fmdconv.experiments.comparison import DEFAULT_METHODS, MethodResult, compare
 from fmdconv.experiments.factors import FACTORS, Factor, ablation_values
 from fmdconv.experiments.sweep import RunOutcome
 
 __all__ = [
     "DEFAULT_METHODS",
     "FACTORS",
-    "METHOD_LABELS",
     "AblationResult",
     "Factor",
     "MethodResult",

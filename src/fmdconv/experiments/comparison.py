@@ -40,6 +40,7 @@ from fmdconv.experiments.report import (
     recipe_summary,
 )
 from fmdconv.experiments.sweep import Run, RunOutcome, failed_run_health, plan_runs, run_health, run_sweep
+from fmdconv.layers import method_info
 from fmdconv.metrics import ies, rcs
 from fmdconv.models import METHODS, method_options
 from fmdconv.profiling import measure_speed, profile
@@ -51,19 +52,6 @@ from fmdconv.utils.io import dumps_json, write_text_atomic
 from fmdconv.utils.machine import machine_record
 from fmdconv.viz import plot_scores, plot_speed_accuracy
 
-METHOD_LABELS = {
-    "static": "Static",
-    "cond": "CondConv",
-    "dy": "DyConv",
-    "od": "ODConv",
-    "fmd": "FMDConv",
-    "dcd": "DCD",
-    "fd": "FDConv",
-    "kw": "KernelWarehouse",
-    "se": "SE",
-    "cbam": "CBAM",
-    "eca": "ECA",
-}
 DEFAULT_METHODS = ("static", "cond", "dy", "od", "fmd")
 REPORT_FILE = "report.md"
 RESULTS_FILE = "results.json"
@@ -343,7 +331,7 @@ def compare(
     out_dir = Path(out_dir)
     torch_device = resolve_device(device)
     settings = [
-        (method, METHOD_LABELS[method], method_recipe_of(recipe, method), out_dir / "runs" / method)
+        (method, method_info(method).label, method_recipe_of(recipe, method), out_dir / "runs" / method)
         for method in methods
     ]
     runs = plan_runs(settings, seeds)

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from fmdconv.explain.attention_cam import model_attentions
-from fmdconv.layers import ATTENTION_NAMES, conv_type, set_attentions
+from fmdconv.layers import ATTENTION_NAMES, conv_info, conv_names, conv_type, set_attentions
 from fmdconv.layers.temperature import KERNEL_MODES
 from fmdconv.train import build_model, unwrap
 from fmdconv.train.recipe import Recipe
@@ -41,7 +41,6 @@ NONE_KEPT = "none"
 # Initial kernel temperatures of the FMDConv authors' study (Figure 5).
 AUTHORS_TEMPERATURES = (34, 40, 52, 61, 100)
 # Methods whose kernel attention is a softmax divided by a temperature.
-TEMPERATURE_METHODS = ("dy", "od", "fmd")
 
 Value = int | float | str
 
@@ -188,10 +187,11 @@ def _check_recipe(factor: Factor, recipe: Recipe) -> None:
             f"({layer.__name__}) does not have: every value would train the same model"
         )
     if factor.name in ("temperature", "schedule"):
-        if recipe.conv not in TEMPERATURE_METHODS:
+        annealed = [name for name in conv_names() if "kernel" in conv_info(name).temperatures]
+        if recipe.conv not in annealed:
             raise ValueError(
                 f"the {factor.name} ablation needs a conv with a kernel temperature "
-                f"({', '.join(TEMPERATURE_METHODS)}); got conv {recipe.conv!r}"
+                f"({', '.join(annealed)}); got conv {recipe.conv!r}"
             )
         if recipe.kernel_num < 2:
             raise ValueError(

@@ -170,7 +170,7 @@ def paper_schedules(
 class TemperatureScheduler:
     """Steps the temperatures of every dynamic layer of ``model``, once per training iteration.
 
-    Call :meth:`step` after (or before) each optimiser step; its state (the iteration counter) goes
+    Call :meth:`step` after (or before) each optimizer step; its state (the iteration counter) goes
     into training checkpoints. The values themselves are model buffers, saved with the model.
     """
 

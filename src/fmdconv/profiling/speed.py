@@ -101,7 +101,7 @@ def measure_speed(
     Args:
         mode: ``"inference"`` (eval mode, no gradients: one forward pass per iteration) or
             ``"train"`` (train mode: forward, a loss over all outputs and backward per iteration; no
-            optimiser step). Gradients are cleared before and after.
+            optimizer step). Gradients are cleared before and after.
         device: where to run (``"cpu"``, ``"cuda"``, ...); the model is moved there. Default: the
             device of the model's parameters.
         warmup: untimed iterations first.

@@ -5,7 +5,7 @@ A checkpoint is a ``torch.save``'d dict of plain containers and tensors (loadabl
 
 ``format``, ``model`` (the unwrapped model's state dict, temperatures included), ``optimizer``,
 ``lr_scheduler``, ``temperature`` (the scheduler's iteration counter), ``grad_scaler`` (fp16 only),
-``epoch`` (epochs completed), ``iteration`` (optimiser steps taken), ``best_top1``, ``best_epoch``,
+``epoch`` (epochs completed), ``iteration`` (optimizer steps taken), ``best_top1``, ``best_epoch``,
 ``history`` (one record per finished epoch), ``rng`` (torch, CUDA, NumPy and Python generator
 states) and ``recipe`` (the run's settings as a dict).
 

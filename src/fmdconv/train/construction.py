@@ -1,9 +1,8 @@
-"""What a recipe builds: its model, optimiser, temperature schedules and data splits, and the model
+"""What a recipe builds: its model, optimizer, temperature schedules and data splits, and the model
 saved in a checkpoint."""
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from fmdconv.data import build_dataset, build_loader, dataset_info
-from fmdconv.layers import KERNEL_MIXTURES, TemperatureScheduler, conv_type, restore_disabled_attentions
+from fmdconv.layers import TemperatureScheduler, conv_info, restore_disabled_attentions
 from fmdconv.models import create_model
 from fmdconv.train.checkpoint import load_checkpoint
 from fmdconv.train.recipe import Recipe, saved_recipe
@@ -26,14 +25,13 @@ def has_kernel_num(conv: str) -> bool:
     The kernel mixtures and FDConv (n frequency groups) do; a static convolution, DCD and
     KernelWarehouse do not, and their recipe's ``kernel_num`` is unused.
     """
-    return "kernel_num" in inspect.signature(conv_type(conv)).parameters
+    return conv_info(conv).takes("kernel_num")
 
 
 def build_model(recipe: Recipe) -> nn.Module:
     """The recipe's backbone, sized for its dataset's classes and channels."""
     info = dataset_info(recipe.dataset)
-    # attention_init initialises the attention paths of the kernel mixtures (cond, dy, od, fmd).
-    uses_init = recipe.conv in KERNEL_MIXTURES
+    uses_init = conv_info(recipe.conv).takes("attention_init")
     dynamic_options = {"attention_init": recipe.attention_init} if uses_init else {}
     return create_model(
         recipe.model,

@@ -35,6 +35,19 @@ class DistributedContext:
     def distributed(self) -> bool:
         return self.world_size > 1
 
+    def finish(self) -> None:
+        """Wait until every process has finished the run (a barrier; nothing when single-process).
+
+        Called after the last collective of a run that ended well, before :meth:`close`: gloo's
+        worker thread releases the tensors of a finished collective after the call returns, and
+        needs the GIL for it; were the process group destroyed in that instant (by the last
+        reference to the DDP model going away), its destructor would wait for that thread while
+        holding the GIL, and the process would hang. The barrier's round trip outlasts that
+        release, and its own tensor is not a Python object.
+        """
+        if self.distributed and dist.is_initialized():
+            dist.barrier()
+
     def close(self) -> None:
         """Leave the process group this context joined (a group the caller made is left alone).
 

@@ -1,7 +1,7 @@
 """Metrics of a run written as JSON lines and as TensorBoard scalars.
 
 Each record is a flat dict with at least ``kind`` (``"step"`` for a training-iteration sample,
-``"epoch"`` for an epoch summary) and ``iteration`` (optimiser steps taken so far, the TensorBoard
+``"epoch"`` for an epoch summary) and ``iteration`` (optimizer steps taken so far, the TensorBoard
 step). Numeric fields other than ``iteration`` and ``epoch`` become scalars named
 ``<kind>/<field>``. When a run resumes from a checkpoint at iteration t, records after t (written
 by the part of an epoch that was lost) are removed from both outputs, so the logs read like an

@@ -52,8 +52,8 @@ class Recipe:
     attention_init: str = _setting(
         "zero",
         f"initialisation of the attention paths' last layers: {', '.join(ATTENTION_INITS)} "
-        "of cond, dy, od, fmd (zero: stable when the temperatures reach 1; authors: Kaiming as the "
-        "authors' code)",
+        "(zero: stable when the temperatures reach 1; authors: Kaiming as the authors' code); "
+        "methods without attention paths (static, the feature attentions, kw) refuse anything but zero",
     )
     dataset: str = _setting("fashion_mnist", "dataset name (see fmdconv.data.DATASETS)")
     data_dir: str | None = _setting(None, "folder holding the dataset, ~ expanded (None: its default place)")

@@ -10,7 +10,7 @@ from fmdconv.train.recipe import Recipe
 
 @dataclass(frozen=True)
 class LearningRateSchedule:
-    """The factor applied to the base learning rate in optimiser step ``step`` (counted from 0).
+    """The factor applied to the base learning rate in optimizer step ``step`` (counted from 0).
 
     Linear warm-up over ``warmup_epochs`` (the factor goes (1/W, 2/W, ..., 1) over the first W steps),
     times either a step decay (``gamma`` at each of ``milestones``, in epochs, switching at the first

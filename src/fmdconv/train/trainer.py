@@ -9,7 +9,7 @@ final weights (:func:`~fmdconv.train.evaluation.recalibrate_batchnorm`,
 when top-1 improves) atomically, and logs the epoch to ``metrics.jsonl`` and TensorBoard. The run
 owns its folder for its whole life (:mod:`fmdconv.train.run_lock`).
 
-Exact resumption: a checkpoint is written at each epoch end with the model, the optimiser, the
+Exact resumption: a checkpoint is written at each epoch end with the model, the optimizer, the
 iteration counter (which determines the learning rate and the temperatures), and the generator
 states; the training data order depends only on ``(seed, epoch)``
 (:func:`~fmdconv.train.seeding.epoch_seed`), so a run resumed from the checkpoint of epoch e
@@ -225,7 +225,7 @@ class Trainer:
         return self.recipe.lr * self.lr_schedule(iteration - 1)
 
     def _set_learning_rate(self) -> None:
-        """Give the optimiser the learning rate of the next step."""
+        """Give the optimizer the learning rate of the next step."""
         for group in self.optimizer.param_groups:
             group["lr"] = self._learning_rate(self.iteration + 1)
 
@@ -284,7 +284,7 @@ class Trainer:
     def _train_step(
         self, images: Tensor, labels: Tensor, logged: bool, health: EpochHealth
     ) -> tuple[float, float]:
-        """One optimiser step on a batch: its mean loss and top-1 hits.
+        """One optimizer step on a batch: its mean loss and top-1 hits.
 
         A logged step runs eagerly with the attention probe and writes a step record.
         """
@@ -464,6 +464,8 @@ def train(
     """
     trainer = Trainer(recipe, out_dir, resume, device, progress, tensorboard, model)
     try:
-        return trainer.run()
+        result = trainer.run()
+        trainer.context.finish()
+        return result
     finally:
         trainer.context.close()

@@ -1,4 +1,4 @@
-"""The training and evaluation transform pipelines of each dataset (the papers' recipes).
+"""The training and evaluation transform pipelines of each dataset (the papers' augmentation).
 
 - CIFAR-10/100: train = pad-4 random 32x32 crop + horizontal flip; eval = nothing but the
   normalisation (the FMDConv and ODConv CIFAR recipe).
