@@ -3,11 +3,13 @@ import pytest
 from fmdconv.utils.timing import synchronize, time_call, time_interleaved
 
 
-def test_time_interleaved_runs_warmup_then_rounds_in_order():
+def test_time_interleaved_runs_warmup_then_rounds_each_starting_one_later():
     calls = []
-    times = time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 2, warmup=1)
-    assert calls == ["a", "b"] * 3
-    assert set(times) == {"a", "b"} and all(len(t) == 2 and min(t) >= 0 for t in times.values())
+    runs = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    times = time_interleaved(runs, 4, warmup=1)
+    # warm-up in order, then rounds starting at a, b, c, a: no candidate always runs first
+    assert "".join(calls) == "abc" + "abc" + "bca" + "cab" + "abc"
+    assert list(times) == ["a", "b", "c"] and all(len(t) == 4 and min(t) >= 0 for t in times.values())
 
 
 def test_time_call_uses_the_given_clock():

@@ -67,10 +67,12 @@ def time_interleaved(
 ) -> dict[Key, list[float]]:
     """Every candidate's times over ``repeats`` interleaved rounds, after ``warmup`` untimed rounds.
 
-    Round r runs each candidate once, in order; the result maps each candidate to its ``repeats``
-    times in seconds (take the minimum or the median, as the measurement needs). ``before_round(r)``,
-    if given, runs before each timed round r = 0, 1, ... (outside the timed calls: waiting for the
-    machine to go quiet, reading its load). ``clock`` and ``cuda_events``: as :func:`time_call`.
+    Round r runs each candidate once, starting from the r-th (in order, wrapping round), so that no
+    candidate always runs first, after the same neighbour; the result maps each candidate to its
+    ``repeats`` times in seconds (take the minimum or the median, as the measurement needs).
+    ``before_round(r)``, if given, runs before each timed round r = 0, 1, ... (outside the timed
+    calls: waiting for the machine to go quiet, reading its load). ``clock`` and ``cuda_events``:
+    as :func:`time_call`.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats!r}")
@@ -80,9 +82,11 @@ def time_interleaved(
         for run in candidates.values():
             run()
     times: dict[Key, list[float]] = {key: [] for key in candidates}
+    order = list(candidates.items())
     for round_index in range(repeats):
         if before_round is not None:
             before_round(round_index)
-        for key, run in candidates.items():
+        start = round_index % len(order) if order else 0
+        for key, run in order[start:] + order[:start]:
             times[key].append(time_call(run, device, clock, cuda_events))
     return times
