@@ -31,8 +31,7 @@ from typing import Any
 import torch
 
 from fmdconv.explain.attention_cam import model_attentions
-from fmdconv.layers import ATTENTION_NAMES, conv_info, conv_names, conv_type, set_attentions
-from fmdconv.layers.temperature import KERNEL_MODES
+from fmdconv.layers import ATTENTION_NAMES, KERNEL_MODES, conv_info, conv_names, conv_type, set_attentions
 from fmdconv.train import build_model, unwrap
 from fmdconv.train.recipe import Recipe
 

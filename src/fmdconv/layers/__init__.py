@@ -4,6 +4,7 @@ beside it, and the feature attentions they are compared with (SE, CBAM, ECA); on
 (:class:`MethodInfo`, :func:`method_info`) says what the rest of the library needs to know of it."""
 
 from fmdconv.layers.attention import ATTENTION_INITS, SharedRouting
+from fmdconv.layers.choice_cache import MeasurementReport
 from fmdconv.layers.dcd import DCD_ATTENTION_NAMES, DCDAttention, DCDConv2d
 from fmdconv.layers.dynamic_conv import (
     ATTENTION_NAMES,
@@ -30,7 +31,14 @@ from fmdconv.layers.formulations import (
     measurement_report,
     set_benchmark,
 )
-from fmdconv.layers.kernelwarehouse import KW_ATTENTION_NAMES, KWAttention, KWConv2d, Warehouse, kw_layers
+from fmdconv.layers.kernelwarehouse import (
+    KW_ATTENTION_NAMES,
+    KWAttention,
+    KWConv2d,
+    KWLinear,
+    Warehouse,
+    kw_layers,
+)
 from fmdconv.layers.methods import CondConv2d, DyConv2d, FMDConv2d, ODConv2d
 from fmdconv.layers.registry import (
     CONV_KINDS,
@@ -47,6 +55,7 @@ from fmdconv.layers.registry import (
     unregister_method,
 )
 from fmdconv.layers.temperature import (
+    KERNEL_MODES,
     ConstantTemperature,
     LinearTemperature,
     StepTemperature,
@@ -69,6 +78,7 @@ __all__ = [
     "FEATURE_ATTENTIONS",
     "FORMULATIONS",
     "KERNEL_MIXTURES",
+    "KERNEL_MODES",
     "KW_ATTENTION_NAMES",
     "ROLES",
     "CondConv2d",
@@ -84,8 +94,10 @@ __all__ = [
     "FMDConv2d",
     "KWAttention",
     "KWConv2d",
+    "KWLinear",
     "Layout",
     "LinearTemperature",
+    "MeasurementReport",
     "MethodInfo",
     "ODConv2d",
     "SharedRouting",

@@ -33,8 +33,7 @@ from fractions import Fraction
 
 from torch import Tensor, nn
 
-from fmdconv.layers import KWConv2d, Warehouse
-from fmdconv.layers.kernelwarehouse import KWLinear
+from fmdconv.layers import KWConv2d, KWLinear, Warehouse
 
 KW_RATIOS = ("1/4", "1/2", "1", "2", "4")
 # create_model options of conv="kw" besides kw_ratio (the fields of KWSettings).

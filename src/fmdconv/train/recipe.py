@@ -17,10 +17,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from fmdconv.layers import CONV_KINDS, conv_info, conv_names
-from fmdconv.layers.attention import ATTENTION_INITS
-from fmdconv.layers.feature_attention import FEATURE_ATTENTIONS
-from fmdconv.layers.temperature import KERNEL_MODES
+from fmdconv.layers import (
+    ATTENTION_INITS,
+    CONV_KINDS,
+    FEATURE_ATTENTIONS,
+    KERNEL_MODES,
+    conv_info,
+    conv_names,
+)
 
 LR_SCHEDULES = ("step", "cosine")
 PRECISIONS = ("fp32", "bf16", "fp16")
