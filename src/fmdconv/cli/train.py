@@ -16,6 +16,7 @@ from typing import Any
 
 from fmdconv.cli._arguments import add_device_argument, output_folder
 from fmdconv.data import DatasetFormatError, DatasetNotFoundError
+from fmdconv.layers import measurement_report
 from fmdconv.train.checkpoint import LAST_CHECKPOINT, load_checkpoint
 from fmdconv.train.recipe import Recipe, load_recipe, packaged_recipes, recipe_field_types, saved_recipe
 from fmdconv.train.trainer import train
@@ -146,6 +147,9 @@ def run_train(args: argparse.Namespace) -> int:
         f"top-5 {final['test_top5']:.2%} (best top-1 {result.best_top1:.2%} at epoch {result.best_epoch}), "
         f"{result.seconds_per_epoch:.1f} s per epoch"
     )
+    measuring = measurement_report()
+    if measuring.measured:  # the time the first calls of new layer signatures spent choosing
+        print(measuring, file=sys.stderr)
     return 0
 
 
