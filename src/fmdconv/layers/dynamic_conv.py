@@ -8,6 +8,9 @@ where the attentions come from the pooled input through up to two paths: a gate 
 (FC -> BN -> ReLU, then one head per gate; ODConv) and a kernel path (an MLP as in DyConv, or
 CondConv's single routing FC). Sigmoid gates are divided by the gate temperature, the kernel
 logits by the kernel temperature; both are buffers, so they travel with ``state_dict()``.
+
+One module for the one core every kernel mixture shares: its attention paths, the per-sample
+scales and the hand-off to a formulation are read together when a method is added or changed.
 """
 
 from __future__ import annotations

@@ -32,7 +32,8 @@ weight: :func:`fmdconv.convert` starts from the static outputs this way. ``"auth
 authors' initialisation (N(0, 1e-6) heads, a Kaiming filter head, 1e-6 local weights), which is only
 close to static. FDConv does not fit :class:`~fmdconv.layers.DynamicConv2d`'s kernel-mixture core: its
 K kernels are not parameters but frequency bands of one spectrum, and its dense local gate varies
-every element of the per-sample kernel (docs/models.md).
+every element of the per-sample kernel (docs/models.md). The spectrum, its band split, the
+modulations and the layer are one algorithm that shares the frequency layout, so one module.
 """
 
 from __future__ import annotations

@@ -35,6 +35,9 @@ cache file) the first call of a signature times the exact candidates (:func:`can
 and keeps the fastest for this process and the next ones on the same machine; each layer also keeps
 its choice per input, so a repeated call is one dictionary lookup. Otherwise, and while exporting or
 compiling without a choice the layer already made, the hand rule :func:`choose_formulation` decides.
+
+The formulations, the rule and the measured choice among them stay together: each is exact for the
+same set of attentions, and the choice is only correct while it sees every candidate.
 """
 
 from __future__ import annotations

@@ -29,6 +29,8 @@ sample and its parameters live in a warehouse outside the layer), so it is its o
 :class:`~fmdconv.layers.DynamicConv2d` (docs/models.md). Its per-sample kernel is built with one
 batched product ``alpha @ cells`` of exactly the kernel's size, and convolved with the per-sample
 formulations of :mod:`fmdconv.layers.formulations` (``grouped`` or ``matmul``, chosen per call).
+The warehouse, its attention, the layer and the linear layer are one algorithm whose parts share the
+cell layout, so they stay in one module.
 """
 
 from __future__ import annotations

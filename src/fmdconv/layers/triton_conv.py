@@ -32,6 +32,8 @@ sees one opaque node per call and does not break the graph. Precision: fp32 inpu
 tile products exactly when ``torch.backends.cudnn.allow_tf32`` lets cuDNN convolutions use it; under
 CUDA autocast the input is cast to the autocast dtype and the static kernels are cast tile by tile
 after mixing in fp32. ``TRITON_INTERPRET=1`` runs the same kernels on CPU tensors (tests use it).
+One module: the forward kernel and the two gradient kernels (input, weight) share the tile layout
+and its launch code.
 """
 
 from __future__ import annotations

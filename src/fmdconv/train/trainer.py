@@ -15,6 +15,9 @@ states; the training data order depends only on ``(seed, epoch)``
 (:func:`~fmdconv.train.seeding.epoch_seed`), so a run resumed from the checkpoint of epoch e
 computes exactly what the uninterrupted run computed after epoch e. A killed run loses only its
 unfinished epoch. Several processes: :mod:`fmdconv.train.distributed`.
+
+The module is one class, the loop, whose steps share the run's state (model, optimizer, schedules,
+logger, lock); every concern it calls on has a module of its own, listed in :mod:`fmdconv.train`.
 """
 
 from __future__ import annotations
