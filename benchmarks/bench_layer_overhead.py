@@ -20,7 +20,6 @@ that the script runs (its figures mean nothing).
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -30,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from fmdconv import CONV_KINDS, create_conv2d, measurement_report
-from fmdconv.utils.io import write_text_atomic
+from fmdconv.profiling.bench_report import write_result_files
 from fmdconv.utils.machine import machine_line, machine_record
 from fmdconv.utils.timing import time_interleaved
 
@@ -204,12 +203,11 @@ def main(argv: Sequence[str] | None = None) -> Path:
         "batch1": measure_batch1(sizes),
         "measurement": str(measurement_report()),
     }
-    folder = args.out or RESULTS / machine["slug"]
-    folder.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(folder / "layer-overhead.json", json.dumps(results, indent=2) + "\n")
-    write_text_atomic(folder / "layer-overhead.md", to_markdown(results))
-    print(f"wrote {folder / 'layer-overhead.json'} and .md")
-    return folder
+    json_path, _ = write_result_files(
+        results, to_markdown(results), args.out or RESULTS / machine["slug"], "layer-overhead"
+    )
+    print(f"wrote {json_path} and .md")
+    return json_path.parent
 
 
 if __name__ == "__main__":

@@ -29,10 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from fmdconv import create_model
+from fmdconv.profiling.bench_report import write_result_files
 from fmdconv.train import load_recipe
 from fmdconv.train.compilation import compile_for_training
 from fmdconv.utils.allocator import keep_freed_memory_once
-from fmdconv.utils.io import write_text_atomic
 from fmdconv.utils.machine import machine_line, machine_record, machine_slug
 from fmdconv.utils.timing import time_interleaved
 
@@ -136,12 +136,11 @@ def main(argv: Sequence[str] | None = None) -> Path:
         "quick": args.quick,
         "rows": rows,
     }
-    out = args.out or RESULTS / machine_slug()
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "compile-main-job.json", json.dumps(results, indent=2) + "\n")
-    write_text_atomic(out / "compile-main-job.md", to_markdown(results))
-    print(f"wrote {out / 'compile-main-job.json'} and .md")
-    return out
+    json_path, _ = write_result_files(
+        results, to_markdown(results), args.out or RESULTS / machine_slug(), "compile-main-job"
+    )
+    print(f"wrote {json_path} and .md")
+    return json_path.parent
 
 
 if __name__ == "__main__":

@@ -37,6 +37,22 @@ def _seed():
 
 
 @pytest.fixture
+def measurements(monkeypatch) -> list[tuple[str, ...]]:
+    """The candidate lists the measured formulation choice times, each measurement one round."""
+    from fmdconv.layers import formulations
+
+    timed: list[tuple[str, ...]] = []
+    measure = formulations.measure_formulations
+
+    def recording(*args, **kwargs):
+        timed.append(args[5])
+        return measure(*args, **{**kwargs, "rounds": 1})
+
+    monkeypatch.setattr(formulations, "measure_formulations", recording)
+    return timed
+
+
+@pytest.fixture
 def saved_figures(monkeypatch):
     """Every matplotlib figure that fmdconv.viz writes during the test, in order (they are still saved)."""
     from fmdconv.viz import plots

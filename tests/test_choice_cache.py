@@ -29,20 +29,6 @@ def _measuring_into(tmp_path, monkeypatch):
     formulations.clear_benchmark_cache()
 
 
-@pytest.fixture
-def measurements(monkeypatch) -> list[tuple[str, ...]]:
-    """The candidate lists timed, each measurement short (one round)."""
-    timed: list[tuple[str, ...]] = []
-    measure = formulations.measure_formulations
-
-    def recording(*args, **kwargs):
-        timed.append(args[5])
-        return measure(*args, rounds=1)
-
-    monkeypatch.setattr(formulations, "measure_formulations", recording)
-    return timed
-
-
 def one_call(layer: torch.nn.Module | None = None) -> None:
     (layer or FMDConv2d(8, 8, 3, padding=1).train())(torch.randn(2, 8, 6, 6))
 

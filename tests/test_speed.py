@@ -25,20 +25,6 @@ def _fresh_choices(tmp_path, monkeypatch):
     formulations.clear_benchmark_cache()
 
 
-@pytest.fixture
-def measurements(monkeypatch) -> list[tuple[str, ...]]:
-    """Records the candidate lists that were timed."""
-    timed: list[tuple[str, ...]] = []
-    measure = formulations.measure_formulations
-
-    def recording(*args, **kwargs):
-        timed.append(args[5])
-        return measure(*args, **kwargs)
-
-    monkeypatch.setattr(formulations, "measure_formulations", recording)
-    return timed
-
-
 @pytest.mark.parametrize("method", [ODConv2d, FMDConv2d])
 def test_measured_choice_changes_no_result_rng_or_running_stats(method, measurements):
     torch.manual_seed(1)

@@ -24,15 +24,10 @@ from dataclasses import dataclass
 import torch
 
 from fmdconv.cli._arguments import add_device_argument, int_at_least
-from fmdconv.layers import conv_info, conv_names
+from fmdconv.layers import method_info
 from fmdconv.models import METHODS, create_model, list_models, method_options
 from fmdconv.models.kernelwarehouse import parse_ratio
 from fmdconv.profiling import MODES, ModelProfile, SpeedResult, measure_speed, profile
-
-
-def takes_kernel_num(kind: str) -> bool:
-    """Whether ``kind``'s layer has a number of kernels (FDConv: its frequency groups)."""
-    return kind in conv_names() and conv_info(kind).takes("kernel_num")
 
 
 @dataclass(frozen=True)
@@ -61,7 +56,7 @@ def conv_choice(text: str) -> ConvChoice:
             return ConvChoice(kind, None, parse_ratio(number))
         except ValueError as error:
             raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
-    if not takes_kernel_num(kind):
+    if not method_info(kind).takes("kernel_num"):
         raise argparse.ArgumentTypeError(f"{kind} mixes no kernels: {text!r} takes no :N")
     if not number.isdigit() or int(number) < 1:
         raise argparse.ArgumentTypeError(f"kernel number in {text!r} must be a positive int")
@@ -157,7 +152,7 @@ def _entry(
     return {
         "model": args.model,
         "conv": choice.kind,
-        "kernel_num": kernel_num if takes_kernel_num(choice.kind) else None,
+        "kernel_num": kernel_num if method_info(choice.kind).takes("kernel_num") else None,
         "kw_ratio": (choice.kw_ratio or "1") if choice.kind == "kw" else None,
         "width": args.width,
         "stem": args.stem,

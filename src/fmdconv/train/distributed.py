@@ -38,7 +38,7 @@ class DistributedContext:
     def finish(self) -> None:
         """Wait until every process has finished the run (a barrier; nothing when single-process).
 
-        Called after the last collective of a run that ended well, before :meth:`close`: gloo's
+        Called by the trainer after the last collective of a run that ended well: gloo's
         worker thread releases the tensors of a finished collective after the call returns, and
         needs the GIL for it; were the process group destroyed in that instant (by the last
         reference to the DDP model going away), its destructor would wait for that thread while

@@ -421,6 +421,7 @@ class Trainer:
                 result = self._evaluate()
                 self.epoch += 1
                 self._finish_epoch(self._epoch_record(training, result))
+            self.context.finish()
         finally:
             self.close()
         return TrainResult(self.out_dir, self.recipe, self.history, self.best_top1, self.best_epoch)
@@ -467,8 +468,6 @@ def train(
     """
     trainer = Trainer(recipe, out_dir, resume, device, progress, tensorboard, model)
     try:
-        result = trainer.run()
-        trainer.context.finish()
-        return result
+        return trainer.run()
     finally:
         trainer.context.close()
