@@ -465,16 +465,28 @@ VIEWS = {
     "unsqueeze",
     "slice",
     "alias",
+    "select",
 }
+
+
+@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
+def threads(request):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(previous)
 
 
 @pytest.mark.parametrize("cls", [FMDConv2d, ODConv2d])
 @pytest.mark.parametrize("formulation", ["grouped", "matmul"])
 @pytest.mark.parametrize(("channels", "side"), [(32, 4), (8, 16)], ids=["deep", "early"])
-def test_inference_mixes_each_kernel_once_without_larger_temporaries(cls, formulation, channels, side):
-    # Batch 1, no autograd: one op makes a kernel-sized tensor, the mix of the n kernels; the
-    # spatial attention, and the channel attentions where they are folded into the kernel (the
-    # early layer, whose kernel is smaller than its map), scale it in place.
+def test_inference_mixes_each_kernel_once_without_larger_temporaries(
+    cls, formulation, channels, side, threads
+):
+    # Batch 1, no autograd: one op makes a kernel-sized tensor, the mix of the n kernels (on one
+    # thread their product; on more, the first kernel times its weight, the other n - 1 added to it
+    # in place); the spatial attention, and the channel attentions where they are folded into the
+    # kernel (the early layer, whose kernel is smaller than its map), scale it in place.
     layer = randomise(cls(channels, channels, 3, padding=1, kernel_num=4)).eval()
     layer.formulation = formulation
     x = torch.randn(1, channels, side, side)
@@ -486,7 +498,8 @@ def test_inference_mixes_each_kernel_once_without_larger_temporaries(cls, formul
     allocated = [
         (name, size) for name, size in recorded.sizes if name not in VIEWS and not name.endswith("_")
     ]
-    assert [name for name, size in allocated if size == kernel] == ["mm"], recorded.sizes
+    assert [name for name, size in allocated if size == kernel] == ["mm" if threads == 1 else "mul"]
+    assert [name for name, size in recorded.sizes if size == kernel].count("addcmul_") == 3 * (threads > 1)
     if channels == 32:
         assert max(size for _, size in allocated) == kernel
 

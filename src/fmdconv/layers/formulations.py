@@ -166,9 +166,10 @@ def _per_sample_kernel(
     elif _is_channels_last(weight):
         # Mix in memory order, (n, C_out, kh, kw, C_in/g), so the kernels are not copied first.
         source = weight.permute(0, 1, 3, 4, 2)
-        mixed = (kernel @ source.flatten(1)).view(kernel.shape[0], *source.shape[1:]).permute(0, 1, 4, 2, 3)
+        mixed = _mix(kernel, source.flatten(1), weight, attentions)
+        mixed = mixed.view(kernel.shape[0], *source.shape[1:]).permute(0, 1, 4, 2, 3)
     else:
-        mixed = kernel @ weight.flatten(1)
+        mixed = _mix(kernel, weight.flatten(1), weight, attentions)
         if spatial is None and not (fold_input or fold_output):
             return mixed
         mixed = mixed.view(kernel.shape[0], *weight.shape[1:])
@@ -196,6 +197,28 @@ def _per_sample_kernel(
         else:
             mixed = (shaped * scale).reshape(batch, *weight.shape[1:])
     return mixed
+
+
+def _mix(kernel: Tensor, flat: Tensor, weight: Tensor, attentions: dict[str, Tensor]) -> Tensor:
+    """The (B, n) x (n, K) mix of the flattened kernels ``flat``.
+
+    On a multi-threaded CPU at batch 1 without autograd it is n passes instead, the first kernel times
+    its weight and an in-place multiply-add of each other one (with the attention's 0-dim entries, so
+    nothing waits for the host): the single-row product runs on one thread and the passes on all
+    (docs/speed.md, "Inference: each kernel read once").
+    """
+    if (
+        kernel.shape[0] != 1
+        or flat.device.type != "cpu"
+        or torch.get_num_threads() == 1
+        or not _without_autograd(weight, attentions)
+    ):
+        return kernel @ flat
+    row = kernel[0]
+    mixed = flat[0] * row[0]
+    for i in range(1, flat.shape[0]):
+        mixed.addcmul_(flat[i], row[i])
+    return mixed.unsqueeze(0)
 
 
 def _without_autograd(weight: Tensor, attentions: dict[str, Tensor]) -> bool:
