@@ -205,11 +205,13 @@ def _mix(kernel: Tensor, flat: Tensor, weight: Tensor, attentions: dict[str, Ten
     On a multi-threaded CPU at batch 1 without autograd it is n passes instead, the first kernel times
     its weight and an in-place multiply-add of each other one (with the attention's 0-dim entries, so
     nothing waits for the host): the single-row product runs on one thread and the passes on all
-    (docs/speed.md, "Inference: each kernel read once").
+    (docs/speed.md, "Inference: each kernel read once"). While torch.compile traces, the product,
+    which the compiler fuses itself.
     """
     if (
         kernel.shape[0] != 1
         or flat.device.type != "cpu"
+        or torch.compiler.is_compiling()
         or torch.get_num_threads() == 1
         or not _without_autograd(weight, attentions)
     ):
