@@ -1,6 +1,10 @@
+import importlib.util
 import os
 import shutil
+import sys
 import tempfile
+import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -34,6 +38,23 @@ def pytest_unconfigure(config):
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def benchmark_script(monkeypatch):
+    """Loads ``benchmarks/<name>.py`` as a module (registered in ``sys.modules`` for the test, which a
+    dataclass in the script needs), so a test can call its ``main``."""
+
+    def load(name: str) -> types.ModuleType:
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, name, module)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 @pytest.fixture

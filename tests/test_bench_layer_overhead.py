@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_layer_overhead.py"
 
 
-def test_quick_run_writes_json_and_markdown(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("bench_layer_overhead", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, bench)  # its dataclass looks its module up
-    spec.loader.exec_module(bench)
+def test_quick_run_writes_json_and_markdown(tmp_path, benchmark_script):
+    bench = benchmark_script("bench_layer_overhead")
     folder = bench.main(["--quick", "--out", str(tmp_path)])
     results = json.loads((folder / "layer-overhead.json").read_text())
     assert results["quick"] and results["machine"]["cpu"]

@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_setting.py"
 
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("bench_setting", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
-
-
-def test_one_setting_is_timed_with_every_forced_formulation(tmp_path):
-    script = load_script()
+def test_one_setting_is_timed_with_every_forced_formulation(tmp_path, benchmark_script):
+    script = benchmark_script("bench_setting")
     argv = ["--stem", "cifar", "--image-size", "8", "--batch-size", "2", "--mode", "inference"]
     argv += ["--methods", "fmd", "--rounds", "1", "--threads", "1", "--name", "one", "--out", str(tmp_path)]
     json_path, markdown_path = script.main(argv)
@@ -32,8 +20,8 @@ def test_one_setting_is_timed_with_every_forced_formulation(tmp_path):
     assert results["machine"]["cpu"] and "auto / fastest" in markdown_path.read_text()
 
 
-def test_bad_arguments_are_refused_by_name(capsys):
-    script = load_script()
+def test_bad_arguments_are_refused_by_name(capsys, benchmark_script):
+    script = benchmark_script("bench_setting")
     with pytest.raises(SystemExit):
         script.main(["--rounds", "0"])
     assert "--rounds must be at least 1" in capsys.readouterr().err

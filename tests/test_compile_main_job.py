@@ -3,21 +3,14 @@ generate code, so it takes seconds; its figures mean nothing)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 from fmdconv.train import compilation
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "compile_main_job.py"
 
-
-def test_quick_run_writes_json_and_markdown(tmp_path, monkeypatch):
+def test_quick_run_writes_json_and_markdown(tmp_path, monkeypatch, benchmark_script):
     monkeypatch.setattr(compilation, "BACKEND", "eager")
-    spec = importlib.util.spec_from_file_location("compile_main_job", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = benchmark_script("compile_main_job")
     folder = script.main(["--quick", "--methods", "static", "fmd", "--out", str(tmp_path)])
     results = json.loads((folder / "compile-main-job.json").read_text())
     assert results["quick"] and results["machine"]["cpu"]

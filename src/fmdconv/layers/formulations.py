@@ -161,20 +161,20 @@ def _per_sample_kernel(
     """
     kernel, spatial = attentions.get("kernel"), attentions.get("spatial")
     n, out_channels = weight.shape[:2]
+    # In place only on a per-sample product of our own: never on the weights (kernel None, n = 1).
+    in_place = kernel is not None and _without_autograd(weight, attentions)
     if kernel is None:
         mixed = weight.sum(0) if n > 1 else weight[0]
     elif _is_channels_last(weight):
         # Mix in memory order, (n, C_out, kh, kw, C_in/g), so the kernels are not copied first.
         source = weight.permute(0, 1, 3, 4, 2)
-        mixed = _mix(kernel, source.flatten(1), weight, attentions)
+        mixed = _mix(kernel, source.flatten(1), in_place)
         mixed = mixed.view(kernel.shape[0], *source.shape[1:]).permute(0, 1, 4, 2, 3)
     else:
-        mixed = _mix(kernel, weight.flatten(1), weight, attentions)
+        mixed = _mix(kernel, weight.flatten(1), in_place)
         if spatial is None and not (fold_input or fold_output):
             return mixed
         mixed = mixed.view(kernel.shape[0], *weight.shape[1:])
-    # In place only on a per-sample product of our own: never on the weights (kernel None, n = 1).
-    in_place = kernel is not None and _without_autograd(weight, attentions)
     if spatial is not None:
         spatial = spatial.view(-1, 1, 1, *spatial.shape[1:])
         if in_place:
@@ -199,21 +199,21 @@ def _per_sample_kernel(
     return mixed
 
 
-def _mix(kernel: Tensor, flat: Tensor, weight: Tensor, attentions: dict[str, Tensor]) -> Tensor:
+def _mix(kernel: Tensor, flat: Tensor, without_autograd: bool) -> Tensor:
     """The (B, n) x (n, K) mix of the flattened kernels ``flat``.
 
-    On a multi-threaded CPU at batch 1 without autograd it is n passes instead, the first kernel times
-    its weight and an in-place multiply-add of each other one (with the attention's 0-dim entries, so
-    nothing waits for the host): the single-row product runs on one thread and the passes on all
-    (docs/speed.md, "Inference: each kernel read once"). While torch.compile traces, the product,
-    which the compiler fuses itself.
+    On a multi-threaded CPU at batch 1, ``without_autograd`` (:func:`_without_autograd`), it is n
+    passes instead, the first kernel times its weight and an in-place multiply-add of each other one
+    (with the attention's 0-dim entries, so nothing waits for the host): the single-row product runs
+    on one thread and the passes on all (docs/speed.md, "Inference: each kernel read once"). While
+    torch.compile traces, the product, which the compiler fuses itself.
     """
     if (
         kernel.shape[0] != 1
         or flat.device.type != "cpu"
         or torch.compiler.is_compiling()
         or torch.get_num_threads() == 1
-        or not _without_autograd(weight, attentions)
+        or not without_autograd
     ):
         return kernel @ flat
     row = kernel[0]
